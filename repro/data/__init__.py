@@ -1,0 +1,1 @@
+"""Data contract: sources, preparation into the columnar cache, batches of tensors."""

@@ -1,0 +1,167 @@
+"""A prepared data set on disk, and the batches of tensors it yields (the batch contract).
+
+A batch is a dict of tensors, built by slicing whole columns (no per-row Python):
+- ``cat``    [B, F] int64: categorical indices in ``feature_map.categorical`` order;
+- ``dense``  [B, D] float32: dense and vector columns in ``feature_map.dense_columns`` order;
+- ``label``  [B] float32; ``weight`` [B] float32 when the data set has one;
+- role tensors, views of the above: ``position``, ``scene``, ``user``, ``query``, ``ad``,
+  ``creative`` ([B] int64), ``bid`` ([B] or [B, k]), ``content`` ([B, dim]), and ``request`` [B]
+  int64 from the key column. A role the data set lacks is simply absent.
+
+Splits smaller than ``max_rows_in_memory`` are decoded once and kept as tensors (the common
+case; an epoch is then a permutation and a gather per batch). Larger splits stream parquet row
+groups in a shuffled order through a shuffle window of a few row groups, so memory stays bounded
+by the window, not the split.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from repro.data.featuremap import FeatureMap
+from repro.data.source import SPLITS
+from repro.errors import DataError
+
+Batch = dict[str, torch.Tensor]
+
+
+class PreparedDataset:
+    def __init__(self, root: str | Path, max_rows_in_memory: int = 20_000_000) -> None:
+        self.root = Path(root)
+        if not (self.root / "DONE").exists():
+            raise DataError(
+                f"no prepared data set at {self.root} (missing or unfinished; prepare it first, "
+                f"e.g. `python -m repro data=... ` prepares on first use)"
+            )
+        self.feature_map = FeatureMap.load(self.root / "feature_map.json")
+        self.provenance = json.loads((self.root / "provenance.json").read_text())
+        self.max_rows_in_memory = max_rows_in_memory
+        self._memory: dict[str, Batch] = {}
+        for split in SPLITS:
+            if not self.split_path(split).exists():
+                raise DataError(f"prepared data set {self.root} lacks its {split!r} split ({self.split_path(split)})")
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self.provenance["fingerprint"]
+
+    def split_path(self, split: str) -> Path:
+        return self.root / f"{split}.parquet"
+
+    def num_rows(self, split: str) -> int:
+        return int(self.provenance["rows"][split])
+
+    @cached_property
+    def frequencies(self) -> dict[str, np.ndarray]:
+        """Training-split count of every encoded categorical index, per field."""
+        with np.load(self.root / "frequencies.npz") as z:
+            return {k: z[k] for k in z.files}
+
+    def truth(self, split: str) -> pd.DataFrame | None:
+        """Ground truth aligned with the split's row order (simulated data only)."""
+        path = self.root / "truth" / f"{split}.parquet"
+        if not path.exists():
+            return None
+        return self._read(path).to_pandas()
+
+    def column(self, split: str, name: str) -> np.ndarray:
+        """One column of a split in row order (labels, keys, a field), for metrics."""
+        return self._read(self.split_path(split), columns=[name]).column(name).to_numpy()
+
+    # -- batches -------------------------------------------------------------------------
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle_window: int = 4,
+    ) -> Iterator[Batch]:
+        """Yield batches; with ``shuffle`` the order is a function of (seed, epoch) only."""
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        if self.num_rows(split) <= self.max_rows_in_memory:
+            yield from self._slices(self._in_memory(split), batch_size, shuffle, gen)
+            return
+        pf = self._parquet(self.split_path(split))
+        groups = torch.randperm(pf.num_row_groups, generator=gen).tolist() if shuffle else range(pf.num_row_groups)
+        groups = list(groups)
+        step = shuffle_window if shuffle else 1
+        for start in range(0, len(groups), step):
+            table = pf.read_row_groups(groups[start : start + step])
+            yield from self._slices(self._to_tensors(table), batch_size, shuffle, gen)
+
+    def _slices(self, data: Batch, batch_size: int, shuffle: bool, gen: torch.Generator) -> Iterator[Batch]:
+        n = data["label"].shape[0]
+        order = torch.randperm(n, generator=gen) if shuffle else None
+        for start in range(0, n, batch_size):
+            if order is None:
+                part = {k: v[start : start + batch_size] for k, v in data.items()}
+            else:
+                idx = order[start : start + batch_size]
+                part = {k: v.index_select(0, idx) for k, v in data.items()}
+            yield self._with_roles(part)
+
+    def _in_memory(self, split: str) -> Batch:
+        if split not in self._memory:
+            self._memory[split] = self._to_tensors(self._read(self.split_path(split)))
+        return self._memory[split]
+
+    def _to_tensors(self, table: pa.Table) -> Batch:
+        fm = self.feature_map
+        out: Batch = {}
+        try:
+            if fm.categorical:
+                cat = np.stack([table.column(f.name).to_numpy() for f in fm.categorical], axis=1)
+                out["cat"] = torch.from_numpy(cat.astype(np.int64, copy=False))
+            dense_cols = fm.dense_columns
+            if dense_cols:
+                dense = np.stack([table.column(c).to_numpy() for c in dense_cols], axis=1)
+                out["dense"] = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
+            out["label"] = torch.from_numpy(table.column("label").to_numpy().astype(np.float32))
+            if fm.weight:
+                out["weight"] = torch.from_numpy(table.column("weight").to_numpy().astype(np.float32))
+            for f in fm.keys:
+                out[f"key:{f.name}"] = torch.from_numpy(table.column(f.name).to_numpy().astype(np.int64))
+        except KeyError as e:
+            raise DataError(f"{self.root}: a split lacks column {e} named by its feature map") from e
+        return out
+
+    def _with_roles(self, part: Batch) -> Batch:
+        """Add role tensors (views) so methods can ask for ``batch['position']``."""
+        fm = self.feature_map
+        for f in fm.fields:
+            for role in f.roles:
+                if role in part:
+                    continue
+                if f.kind == "categorical":
+                    part[role] = part["cat"][:, fm.categorical_index(f.name)]
+                elif f.kind == "key":
+                    part[role] = part[f"key:{f.name}"]
+                else:
+                    s = fm.dense_slice(f.name)
+                    part[role] = part["dense"][:, s] if f.kind == "vector" else part["dense"][:, s.start]
+        return part
+
+    # -- parquet access with errors that name the file ------------------------------------
+    def _parquet(self, path: Path) -> pq.ParquetFile:
+        try:
+            return pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read {path}: {e} (delete {self.root} to rebuild it)") from e
+
+    def _read(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return pq.read_table(path, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"cannot read {path}: {e} (delete {self.root} to rebuild it)") from e

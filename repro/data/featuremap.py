@@ -1,0 +1,130 @@
+"""The feature map: what every column of a prepared data set is, and which role it plays.
+
+Methods look fields up by *role* (``user``, ``query``, ``ad``, ``creative``, ``position``,
+``scene``, ``request``, ``content``, ``bid``), never by a data set's column name, so the same
+method runs on the simulated world and on Criteo-like data without edits.
+
+Field kinds:
+- ``categorical``: one int column; 0 = padding/missing, ``oov_index`` = out of vocabulary.
+- ``dense``: one float column.
+- ``vector``: ``dim`` float columns ``<name>_0 .. <name>_{dim-1}`` (e.g. a creative's content vector).
+- ``key``: an int64 grouping key (request id) that models never see as a feature.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from repro.errors import DataError
+
+ROLES = ("user", "query", "ad", "creative", "position", "scene", "request", "content", "bid")
+KINDS = ("categorical", "dense", "vector", "key")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: str
+    vocab_size: int = 0  # categorical: number of rows an embedding table needs (incl. pad and OOV)
+    oov_index: int = 0
+    dim: int = 1  # vector: width
+    roles: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"field {self.name!r}: unknown kind {self.kind!r}; expected one of {KINDS}")
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise DataError(f"field {self.name!r}: unknown roles {sorted(unknown)}; expected among {ROLES}")
+
+    @property
+    def columns(self) -> list[str]:
+        if self.kind == "vector":
+            return [f"{self.name}_{i}" for i in range(self.dim)]
+        return [self.name]
+
+
+@dataclass
+class FeatureMap:
+    """Describes a prepared data set; serialised as ``feature_map.json`` beside the splits."""
+
+    dataset: str
+    fields: list[FieldSpec]
+    label: str = "label"
+    weight: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    # -- views used by the loader and by models -------------------------------------------
+    @property
+    def categorical(self) -> list[FieldSpec]:
+        return [f for f in self.fields if f.kind == "categorical"]
+
+    @property
+    def dense(self) -> list[FieldSpec]:
+        """Dense and vector fields, in the order their columns appear in ``batch['dense']``."""
+        return [f for f in self.fields if f.kind in ("dense", "vector")]
+
+    @property
+    def keys(self) -> list[FieldSpec]:
+        return [f for f in self.fields if f.kind == "key"]
+
+    @property
+    def dense_columns(self) -> list[str]:
+        return [c for f in self.dense for c in f.columns]
+
+    @property
+    def num_dense(self) -> int:
+        return len(self.dense_columns)
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"feature map of {self.dataset!r} has no field {name!r}")
+
+    def by_role(self, role: str) -> FieldSpec | None:
+        """The (first) field that plays ``role``, or None when the data set lacks it."""
+        for f in self.fields:
+            if role in f.roles:
+                return f
+        return None
+
+    def categorical_index(self, name: str) -> int:
+        """Column of ``batch['cat']`` that holds field ``name``."""
+        return [f.name for f in self.categorical].index(name)
+
+    def dense_slice(self, name: str) -> slice:
+        """Columns of ``batch['dense']`` that hold dense/vector field ``name``."""
+        start = 0
+        for f in self.dense:
+            if f.name == name:
+                return slice(start, start + f.dim)
+            start += f.dim
+        raise KeyError(f"{name!r} is not a dense or vector field")
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "label": self.label,
+            "weight": self.weight,
+            "fields": [{**asdict(f), "roles": list(f.roles)} for f in self.fields],
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureMap":
+        fields = [FieldSpec(**{**f, "roles": tuple(f.get("roles", ()))}) for f in d["fields"]]
+        return cls(d["dataset"], fields, d.get("label", "label"), d.get("weight"), d.get("extra", {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureMap":
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"feature map not found: {path} (was the data set prepared?)")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(f"feature map {path} is malformed: {e}") from e

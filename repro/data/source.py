@@ -1,0 +1,53 @@
+"""What a data source hands to the preparation step.
+
+A source (the simulated world, a Criteo reader, ...) describes its raw fields and yields raw
+chunks per split as ``pyarrow.Table``; ``repro.data.prepare`` turns them into the columnar cache.
+A source never encodes vocabularies itself: fitting them on the training split only is the
+preparation step's job, so no source can leak test statistics by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import pyarrow as pa
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class RawField:
+    """A raw column (or, for ``vector``, ``dim`` columns named ``<name>_<i>``)."""
+
+    name: str
+    kind: str  # categorical | dense | vector | key
+    roles: tuple[str, ...] = ()
+    dim: int = 1
+
+
+class Source(Protocol):
+    name: str
+    split_protocol: str
+    label: str
+    weight: str | None
+    # Columns stored beside the data but never given to a model (true click probability...).
+    truth_columns: tuple[str, ...]
+
+    def fields(self) -> list[RawField]: ...
+
+    def fingerprint(self) -> str:
+        """Identifies the raw input: a digest of the files, or of the generator's config."""
+        ...
+
+    def chunks(self, split: str) -> Iterator[pa.Table]:
+        """Raw rows of ``split`` in a stable order, in chunks that fit in memory."""
+        ...
+
+    def expected_rows(self, split: str) -> int | None:
+        """For progress bars; None when unknown."""
+        ...
+
+    def describe(self) -> dict:
+        """The source's resolved config, recorded in the provenance."""
+        ...

@@ -1,0 +1,43 @@
+"""The model contract.
+
+A model is an ``nn.Module`` registered with ``@register_model(name, config=Cfg)`` and built as
+``Model(feature_map, cfg, embedding=<embedding config block>)``. ``forward(batch)`` returns the
+click logit [B], or a dict holding ``logit`` and auxiliary outputs. A model with its own objective
+(distillation, two-factor position models, pre-training) overrides ``loss``; the default is
+(weighted) binary cross-entropy on the logit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from repro.data.featuremap import FeatureMap
+from repro.embeddings import EmbeddingLayer
+
+Batch = dict[str, torch.Tensor]
+
+
+def logit_of(output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    return output["logit"] if isinstance(output, dict) else output
+
+
+class CTRModel(nn.Module):
+    def __init__(self, feature_map: FeatureMap) -> None:
+        super().__init__()
+        self.feature_map = feature_map
+
+    def loss(self, batch: Batch, output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(
+            logit_of(output), batch["label"], weight=batch.get("weight")
+        )
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def stored_bytes(self) -> int:
+        """Bytes a server would hold: embedding layers report their own, the rest is dense."""
+        embeddings = [m for m in self.modules() if isinstance(m, EmbeddingLayer)]
+        counted = {id(p) for m in embeddings for p in m.parameters()}
+        dense = sum(p.numel() * p.element_size() for p in self.parameters() if id(p) not in counted)
+        return dense + sum(m.stored_bytes() for m in embeddings)
