@@ -1,22 +1,19 @@
 """Deep & Cross Network (Wang et al., 2017): a cross network and an MLP in parallel on the
 flattened embeddings, their outputs concatenated into one logit."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from repro.layers import MLP, CrossNet, FieldEmbedder
+from repro.layers import MLP, CrossNet, FieldEmbedder, MLPConfig
 from repro.model import CTRModel
 from repro.registry import register_model
 
 
 @dataclass
-class DCNConfig:
+class DCNConfig(MLPConfig):
     cross_layers: int = 3
-    hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
-    dropout: float = 0.0
-    batch_norm: bool = False
 
 
 @register_model("dcn", config=DCNConfig)
@@ -26,9 +23,9 @@ class DCN(CTRModel):
     def __init__(self, feature_map, cfg, embedding=None) -> None:
         super().__init__(feature_map)
         self.embed = FieldEmbedder(feature_map, embedding)
-        width = self.embed.num_fields * self.embed.dim
+        width = self.embed.flat_dim
         self.cross = self.cross_network(width, cfg.cross_layers)
-        self.mlp = MLP(width, cfg.hidden_units, cfg.dropout, cfg.batch_norm)
+        self.mlp = MLP.from_config(width, cfg)
         self.out = nn.Linear(width + self.mlp.out_dim, 1)
 
     def forward(self, batch):

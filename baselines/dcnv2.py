@@ -5,19 +5,16 @@ parallel full-rank form that BARS's DCNv2 rows use by default. Everything but th
 DCN's, so it subclasses it.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from baselines.dcn import DCN
+from baselines.dcn import DCN, DCNConfig
 from repro.layers import CrossNetV2
 from repro.registry import register_model
 
 
 @dataclass
-class DCNv2Config:
-    cross_layers: int = 3
-    hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
-    dropout: float = 0.0
-    batch_norm: bool = False
+class DCNv2Config(DCNConfig):
+    pass
 
 
 @register_model("dcnv2", config=DCNv2Config)

@@ -1,17 +1,15 @@
 """DeepFM (Guo et al., 2017): FM and an MLP sharing one set of field embeddings."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from repro.layers import MLP, FieldEmbedder, FirstOrder, fm_interaction
+from repro.layers import MLP, MLPConfig, FieldEmbedder, FirstOrder, fm_interaction
 from repro.model import CTRModel
 from repro.registry import register_model
 
 
 @dataclass
-class DeepFMConfig:
-    hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
-    dropout: float = 0.0
-    batch_norm: bool = False
+class DeepFMConfig(MLPConfig):
+    pass
 
 
 @register_model("deepfm", config=DeepFMConfig)
@@ -20,7 +18,7 @@ class DeepFM(CTRModel):
         super().__init__(feature_map)
         self.linear = FirstOrder(feature_map)
         self.embed = FieldEmbedder(feature_map, embedding)
-        self.mlp = MLP(self.embed.num_fields * self.embed.dim, cfg.hidden_units, cfg.dropout, cfg.batch_norm, out_dim=1)
+        self.mlp = MLP.from_config(self.embed.flat_dim, cfg, out_dim=1)
 
     def forward(self, batch):
         emb = self.embed(batch)

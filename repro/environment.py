@@ -96,3 +96,25 @@ def gpu_name() -> str:
             pynvml.nvmlShutdown()
     except Exception:  # no driver, no library: a CPU-only machine
         return "none"
+
+
+def gpu_memory() -> dict:
+    """Peak CUDA memory of this process, and the device's memory in use by NVML; {} on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    out = {"cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+           "cuda_max_reserved_mb": torch.cuda.max_memory_reserved() / 2**20}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device()))
+            out["nvml_used_mb"] = info.used / 2**20
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # NVML missing: the torch figures still stand
+        pass
+    return out

@@ -92,13 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", default="0", help="1 reruns every run")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
     args = parser.parse_args(argv)
-    from repro.report import write_report
+    from repro.report import write_and_announce
 
     try:
         for name in args.experiments:
             dirs = run_experiment(name, force=args.force not in ("0", "", "false"), extra=args.override)
-            for path in write_report(name, dirs[0].parents[3]):
-                print(f"wrote {path}")
+            write_and_announce(name, dirs[0].parents[3])
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@ MLPs, the FM interaction and the DCN cross networks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
@@ -30,6 +32,11 @@ class FieldEmbedder(nn.Module):
         self.vector_slices = [feature_map.dense_slice(f.name) for f in self.dense_fields if f.kind == "vector"]
         self.num_fields = len(feature_map.categorical) + len(self.dense_fields)
 
+    @property
+    def flat_dim(self) -> int:
+        """Width of the flattened [B, F * dim] input that deep towers take."""
+        return self.num_fields * self.dim
+
     def forward(self, batch: Batch) -> torch.Tensor:
         parts = [self.categorical(batch["cat"])]
         if self.scalar_idx:
@@ -56,6 +63,15 @@ class FirstOrder(nn.Module):
         return out
 
 
+@dataclass
+class MLPConfig:
+    """The deep tower's hyper-parameters, shared by every model that has one."""
+
+    hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+
 class MLP(nn.Sequential):
     def __init__(self, in_dim: int, hidden: list[int], dropout: float = 0.0, batch_norm: bool = False,
                  out_dim: int | None = None) -> None:
@@ -72,6 +88,10 @@ class MLP(nn.Sequential):
             layers.append(nn.Linear(in_dim, out_dim))
         super().__init__(*layers)
         self.out_dim = out_dim if out_dim is not None else in_dim
+
+    @classmethod
+    def from_config(cls, in_dim: int, cfg: MLPConfig, out_dim: int | None = None) -> "MLP":
+        return cls(in_dim, cfg.hidden_units, cfg.dropout, cfg.batch_norm, out_dim)
 
 
 def fm_interaction(emb: torch.Tensor) -> torch.Tensor:

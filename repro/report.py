@@ -202,14 +202,18 @@ def write_report(experiment: str, results_dir: Path | None = None) -> list[Path]
     return [md, csv, png]
 
 
+def write_and_announce(experiment: str, results_dir: Path | None = None) -> None:
+    for path in write_report(experiment, results_dir):
+        print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.report")
     parser.add_argument("experiments", nargs="+")
     args = parser.parse_args(argv)
     try:
         for name in args.experiments:
-            for path in write_report(name):
-                print(f"wrote {path}")
+            write_and_announce(name)
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
-from repro.environment import git_state, machine, package_versions
+from repro.environment import git_state, gpu_memory, machine, package_versions
 from repro.errors import ConfigError
 from repro.io import atomic_write_json, stable_hash
 from repro.metrics import evaluate
@@ -197,6 +197,8 @@ def _run(run: ResolvedRun, manifest: dict) -> dict:
         "parameters": model.num_parameters(),
         "model_bytes": model.stored_bytes(),
         "threads": train_cfg.threads,
+        "device": str(next(model.parameters()).device),
+        **gpu_memory(),
     }
     return metrics
 

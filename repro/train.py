@@ -35,6 +35,7 @@ class TrainConfig:
     grad_clip_norm: float = 10.0
     threads: int = 2
     max_seconds: float = 0.0  # 0 = no budget; otherwise training stops at the budget
+    device: str = "cpu"  # cpu | cuda | auto (cuda when present)
     progress: bool = True
 
 
@@ -63,13 +64,28 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     raise ConfigError(f"train.optimizer: unknown optimizer {cfg.optimizer!r}; expected adam, adagrad or sgd")
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but no CUDA device is visible; use cpu or auto")
+    return torch.device(name)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 @torch.no_grad()
 def predict(model: CTRModel, data: PreparedDataset, split: str, batch_size: int) -> np.ndarray:
     """Click probabilities for every row of ``split``, in the split's row order."""
     model.eval()
-    out = [torch.sigmoid(logit_of(model(b))) for b in data.batches(split, batch_size, shuffle=False)]
+    device = next(model.parameters()).device
+    out = [torch.sigmoid(logit_of(model(to_device(b, device)))) for b in data.batches(split, batch_size, shuffle=False)]
     model.train()
-    return torch.cat(out).double().numpy()
+    return torch.cat(out).double().cpu().numpy()
 
 
 class _BestKeeper:
@@ -97,6 +113,8 @@ class _BestKeeper:
 
 def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int) -> TrainResult:
     torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    model.to(device)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(data.num_rows("train") / cfg.batch_size)
     eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
@@ -118,6 +136,7 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int) -
                 data_s += t1 - t0
                 if batch is None:
                     break
+                batch = to_device(batch, device)
                 loss = model.loss(batch, model(batch))
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):

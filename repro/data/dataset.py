@@ -87,11 +87,23 @@ class PreparedDataset:
         seed: int = 0,
         epoch: int = 0,
         shuffle_window: int = 4,
+        group_by_request: bool = False,
     ) -> Iterator[Batch]:
-        """Yield batches; with ``shuffle`` the order is a function of (seed, epoch) only."""
+        """Yield batches; with ``shuffle`` the order is a function of (seed, epoch) only.
+
+        ``group_by_request`` keeps all rows of a request in one batch (requests are shuffled as
+        units, and a batch ends at a request boundary once it holds ``batch_size`` rows or more).
+        """
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        if group_by_request:
+            key = self.feature_map.by_role("request")
+            if key is None:
+                raise DataError(f"{self.feature_map.dataset}: group_by_request needs a field with role 'request'")
+            group = f"key:{key.name}"
+        else:
+            group = None
         if self.num_rows(split) <= self.max_rows_in_memory:
-            yield from self._slices(self._in_memory(split), batch_size, shuffle, gen)
+            yield from self._slices(self._in_memory(split), batch_size, shuffle, gen, group)
             return
         pf = self._parquet(self.split_path(split))
         groups = torch.randperm(pf.num_row_groups, generator=gen).tolist() if shuffle else range(pf.num_row_groups)
@@ -99,16 +111,21 @@ class PreparedDataset:
         step = shuffle_window if shuffle else 1
         for start in range(0, len(groups), step):
             table = pf.read_row_groups(groups[start : start + step])
-            yield from self._slices(self._to_tensors(table), batch_size, shuffle, gen)
+            yield from self._slices(self._to_tensors(table), batch_size, shuffle, gen, group)
 
-    def _slices(self, data: Batch, batch_size: int, shuffle: bool, gen: torch.Generator) -> Iterator[Batch]:
+    def _slices(self, data: Batch, batch_size: int, shuffle: bool, gen: torch.Generator,
+                group: str | None = None) -> Iterator[Batch]:
         n = data["label"].shape[0]
-        order = torch.randperm(n, generator=gen) if shuffle else None
-        for start in range(0, n, batch_size):
+        if group is None:
+            order = torch.randperm(n, generator=gen) if shuffle else None
+            bounds = list(range(0, n, batch_size)) + [n]
+        else:
+            order, bounds = _grouped_order(data[group], batch_size, shuffle, gen)
+        for start, stop in zip(bounds[:-1], bounds[1:]):
             if order is None:
-                part = {k: v[start : start + batch_size] for k, v in data.items()}
+                part = {k: v[start:stop] for k, v in data.items()}
             else:
-                idx = order[start : start + batch_size]
+                idx = order[start:stop]
                 part = {k: v.index_select(0, idx) for k, v in data.items()}
             yield self._with_roles(part)
 
@@ -165,3 +182,22 @@ class PreparedDataset:
             return pq.read_table(path, columns=columns)
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"cannot read {path}: {e} (delete {self.root} to rebuild it)") from e
+
+
+def _grouped_order(keys: torch.Tensor, batch_size: int, shuffle: bool, gen: torch.Generator):
+    """Row order that keeps runs of equal keys (a request's rows are stored together) intact,
+    and batch bounds that fall on run boundaries."""
+    n = keys.shape[0]
+    change = torch.ones(n, dtype=torch.bool)
+    change[1:] = keys[1:] != keys[:-1]
+    starts = torch.nonzero(change).squeeze(1)
+    lengths = torch.diff(starts, append=torch.tensor([n]))
+    if shuffle:
+        perm = torch.randperm(len(starts), generator=gen)
+        starts, lengths = starts[perm], lengths[perm]
+    ends = torch.cumsum(lengths, 0)
+    # Row i of the new order = its run's start + its offset inside the run.
+    order = torch.repeat_interleave(starts - (ends - lengths), lengths) + torch.arange(n)
+    cut = torch.searchsorted(ends, torch.arange(batch_size, n, batch_size), right=False)
+    bounds = sorted(set([0, *ends[cut.clamp(max=len(ends) - 1)].tolist(), n]))
+    return order, bounds

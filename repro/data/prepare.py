@@ -147,13 +147,15 @@ def _encode_split(source, split, fields, vocabs, out: Path, verbose: bool) -> tu
                 truth_writer.write_table(truth)
             total += chunk.num_rows
             bar.update(chunk.num_rows)
+    # Rows the source itself could not parse (a CSV line with the wrong column count...).
+    dropped_total += len(getattr(source, "rejected", {}).get(split, ()))
     if writer is None:
         raise DataError(f"{source.name}: split {split!r} yielded no chunks")
     writer.close()
     if truth_writer:
         truth_writer.close()
     if dropped_total and verbose:
-        print(f"{source.name}: {split}: rejected {dropped_total} rows with a missing or invalid label")
+        print(f"{source.name}: {split}: rejected {dropped_total} rows (malformed, or a missing or invalid label)")
     return total, dropped_total
 
 

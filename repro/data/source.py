@@ -34,6 +34,10 @@ class Source(Protocol):
     # Columns stored beside the data but never given to a model (true click probability...).
     truth_columns: tuple[str, ...]
 
+    # Optional: line numbers of rows the source skipped as malformed in its last pass, per split;
+    # the preparation step adds their count to the split's rejected rows.
+    # rejected: dict[str, list[int]]
+
     def fields(self) -> list[RawField]: ...
 
     def fingerprint(self) -> str:

@@ -1,0 +1,69 @@
+"""Batches: every row once per epoch, reproducible order, bounded-memory streaming, role tensors."""
+
+import torch
+
+from repro.data.dataset import PreparedDataset
+
+
+def request_ids(batches):
+    return torch.cat([b["request"] for b in batches])
+
+
+def test_an_epoch_covers_every_row_once(smoke_data):
+    n = smoke_data.num_rows("train")
+    ids = request_ids(smoke_data.batches("train", 1000, shuffle=True, seed=3))
+    assert len(ids) == n
+    expected = torch.tensor(smoke_data.column("train", "request_id"))
+    assert torch.equal(ids.sort().values, expected.sort().values)
+
+
+def test_shuffle_depends_on_seed_and_epoch_only(smoke_data):
+    a = request_ids(smoke_data.batches("train", 4096, shuffle=True, seed=1, epoch=0))
+    b = request_ids(smoke_data.batches("train", 4096, shuffle=True, seed=1, epoch=0))
+    c = request_ids(smoke_data.batches("train", 4096, shuffle=True, seed=1, epoch=1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_evaluation_order_is_row_order(smoke_data):
+    labels = torch.cat([b["label"] for b in smoke_data.batches("test", 777)])
+    assert torch.equal(labels, torch.tensor(smoke_data.column("test", "label")))
+
+
+def test_streaming_path_yields_the_same_rows(smoke_data):
+    streaming = PreparedDataset(smoke_data.root, max_rows_in_memory=1000)
+    ids = request_ids(streaming.batches("train", 1000, shuffle=True, seed=0))
+    expected = torch.tensor(smoke_data.column("train", "request_id"))
+    assert torch.equal(ids.sort().values, expected.sort().values)
+
+
+def test_batch_contract_shapes_and_roles(smoke_data):
+    fm = smoke_data.feature_map
+    b = next(smoke_data.batches("train", 256))
+    assert b["cat"].shape == (256, len(fm.categorical)) and b["cat"].dtype == torch.int64
+    assert b["dense"].shape == (256, fm.num_dense) and b["label"].shape == (256,)
+    assert b["content"].shape == (256, fm.field("content").dim)
+    assert torch.equal(b["position"], b["cat"][:, fm.categorical_index("position")])
+    for role in ("user", "query", "ad", "creative", "scene", "request", "bid"):
+        assert role in b, role
+    # Ground truth never reaches a model.
+    assert not any(k in b for k in ("p_click", "relevance", "examination", "is_random"))
+    # Every index is inside its field's table.
+    sizes = torch.tensor([f.vocab_size for f in fm.categorical])
+    assert (b["cat"] >= 0).all() and (b["cat"] < sizes).all()
+
+
+def test_request_grouped_batches_keep_requests_whole(smoke_data):
+    seen = []
+    for b in smoke_data.batches("train", 1000, shuffle=True, seed=2, group_by_request=True):
+        req = b["request"]
+        assert len(req) >= 1
+        seen.append(req)
+        # rows of one request are contiguous inside the batch
+        change = (req[1:] != req[:-1]).sum().item() + 1
+        assert change == len(torch.unique(req))
+    all_ids = torch.cat(seen)
+    expected = torch.tensor(smoke_data.column("train", "request_id"))
+    assert torch.equal(all_ids.sort().values, expected.sort().values)
+    # no request is split across two batches
+    per_batch = [set(r.tolist()) for r in seen]
+    assert sum(len(s) for s in per_batch) == len(set().union(*per_batch))

@@ -1,0 +1,46 @@
+"""Every registered model honours the model contract on real batches."""
+
+import pytest
+import torch
+
+from repro.errors import ConfigError
+from repro.model import logit_of
+from repro.registry import EMBEDDINGS, MODELS
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_model_contract(name, smoke_data):
+    torch.manual_seed(0)
+    model = MODELS.build(name, {}, smoke_data.feature_map, embedding={"name": "full", "dim": 8})
+    batch = next(smoke_data.batches("train", 512, shuffle=True))
+    out = model(batch)
+    assert logit_of(out).shape == (512,)
+    loss = model.loss(batch, out)
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert model.num_parameters() > 0 and model.stored_bytes() >= 4 * model.num_parameters() // 2
+
+
+def test_any_model_takes_the_embedding_by_config(smoke_data):
+    small = MODELS.build("deepfm", {}, smoke_data.feature_map, embedding={"name": "full", "dim": 4})
+    large = MODELS.build("deepfm", {}, smoke_data.feature_map, embedding={"name": "full", "dim": 16})
+    assert large.num_parameters() > small.num_parameters()
+
+
+def test_full_embedding_reports_its_size(smoke_data):
+    emb = EMBEDDINGS.build("full", {"dim": 8}, smoke_data.feature_map)
+    rows = sum(f.vocab_size for f in smoke_data.feature_map.categorical)
+    assert emb.num_parameters() == rows * 8 and emb.stored_bytes() == rows * 8 * 4
+    out = emb(next(smoke_data.batches("test", 64))["cat"])
+    assert out.shape == (64, len(smoke_data.feature_map.categorical), 8)
+
+
+def test_unknown_model_and_unknown_key_are_config_errors(smoke_data):
+    with pytest.raises(ConfigError, match="unknown model 'deepfn'.*deepfm"):
+        MODELS.build("deepfn", {}, smoke_data.feature_map)
+    with pytest.raises(ConfigError, match="hiden_units"):
+        MODELS.build("deepfm", {"hiden_units": [8]}, smoke_data.feature_map)
+    with pytest.raises(ConfigError):
+        MODELS.build("deepfm", {"dropout": "lots"}, smoke_data.feature_map)

@@ -1,0 +1,114 @@
+"""The preparation step: train-only vocabularies, OOV and padding, rejected rows, atomic caches."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from repro.data.dataset import PreparedDataset
+from repro.data.prepare import PrepareConfig, prepare
+from repro.data.source import RawField
+from repro.errors import DataError
+
+
+class TinySource:
+    """A hand-made source whose expected encoding can be written down."""
+
+    name = "tiny"
+    split_protocol = "fixed"
+    label = "y"
+    weight = None
+    truth_columns = ()
+
+    def __init__(self, fail_at: str | None = None):
+        self.fail_at = fail_at
+        self.calls = 0
+        self.data = {
+            "train": {"shop": ["a", "b", "a", "c", "a", "b", None, "d"], "x": [1.0, 2, 3, 4, 5, 6, 7, 8],
+                      "y": [0, 1, 0, 0, 1, 0, 1, 0]},
+            "valid": {"shop": ["a", "z", "z", "b"], "x": [1.0, 2, 3, 4], "y": [1, 0, None, 7]},
+            "test": {"shop": ["d", "c", "a", "q"], "x": [1.0, 2, 3, None], "y": [0, 1, 0, 1]},
+        }
+
+    def fields(self):
+        return [RawField("shop", "categorical", ("ad",)), RawField("x", "dense", ("bid",))]
+
+    def fingerprint(self):
+        return "tiny-v1"
+
+    def describe(self):
+        return {}
+
+    def expected_rows(self, split):
+        return None
+
+    def chunks(self, split):
+        self.calls += 1
+        if split == self.fail_at:
+            raise RuntimeError("source died mid-way")
+        d = self.data[split]
+        yield pa.table({"shop": pa.array(d["shop"]), "x": pa.array(d["x"], pa.float64()), "y": pa.array(d["y"], pa.float64())})
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    root = prepare(TinySource(), PrepareConfig(min_count=2, cache_root=str(tmp_path)), verbose=False)
+    return PreparedDataset(root)
+
+
+def test_vocabulary_is_fitted_on_train_by_descending_frequency(tiny):
+    spec = tiny.feature_map.field("shop")
+    # train counts: a=3, b=2, c=1, d=1 -> kept (min_count 2): a->1, b->2; OOV = 3; pad 0.
+    assert spec.vocab_size == 4 and spec.oov_index == 3
+    assert tiny.column("train", "shop").tolist() == [1, 2, 1, 3, 1, 2, 0, 3]
+    # "z" never occurs in train: OOV, although it occurs twice in valid.
+    assert tiny.column("test", "shop").tolist() == [3, 3, 1, 3]
+    np.testing.assert_array_equal(tiny.frequencies["shop"], [0, 3, 2, 2])
+
+
+def test_rows_with_bad_labels_are_rejected_and_counted(tiny):
+    assert tiny.provenance["rows"] == {"train": 8, "valid": 2, "test": 4}
+    assert tiny.provenance["rejected_rows"]["valid"] == 2
+    assert tiny.column("valid", "shop").tolist() == [1, 3]
+
+
+def test_missing_dense_values_become_zero_and_roles_are_kept(tiny):
+    assert tiny.column("test", "x").tolist() == [1.0, 2.0, 3.0, 0.0]
+    assert tiny.feature_map.by_role("bid").name == "x"
+    assert tiny.feature_map.by_role("scene") is None
+
+
+def test_second_prepare_reuses_the_cache(tmp_path):
+    src = TinySource()
+    cfg = PrepareConfig(min_count=2, cache_root=str(tmp_path))
+    first = prepare(src, cfg, verbose=False)
+    calls = src.calls
+    assert prepare(src, cfg, verbose=False) == first and src.calls == calls
+
+
+def test_a_killed_preparation_leaves_nothing_that_looks_finished(tmp_path):
+    cfg = PrepareConfig(min_count=1, cache_root=str(tmp_path))
+    with pytest.raises(RuntimeError):
+        prepare(TinySource(fail_at="test"), cfg, verbose=False)
+    assert not any((p / "DONE").exists() for p in tmp_path.iterdir())
+    root = prepare(TinySource(), cfg, verbose=False)  # a retry completes
+    assert (root / "DONE").exists()
+
+
+def test_missing_cache_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no prepared data set"):
+        PreparedDataset(tmp_path / "nowhere")
+
+
+def test_corrupt_parquet_names_the_file(tiny):
+    (tiny.root / "valid.parquet").write_bytes(b"this is not parquet")
+    fresh = PreparedDataset(tiny.root)
+    with pytest.raises(DataError, match="valid.parquet"):
+        next(fresh.batches("valid", 2))
+
+
+def test_provenance_fingerprints_the_files(tiny):
+    prov = json.loads((tiny.root / "provenance.json").read_text())
+    assert set(prov["file_sha256"]) == {"train.parquet", "valid.parquet", "test.parquet"}
+    assert prov["split_protocol"] == "fixed" and len(prov["fingerprint"]) == 16

@@ -1,0 +1,108 @@
+"""Runs: reproducible, cached by config and code, failures recorded, reports built from manifests."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import repro.run as run_module
+from repro.errors import ConfigError, TrainingError
+from repro.registry import ROOT
+from repro.run import execute, resolve
+
+
+def metrics_of(manifest_cfg):
+    run = resolve(manifest_cfg)
+    return json.loads((run.run_dir / "metrics.json").read_text()), run
+
+
+def test_a_run_writes_manifest_and_metrics_and_learns(run_config):
+    manifest = execute(run_config())
+    assert manifest["status"] == "done"
+    for key in ("config", "config_hash", "seed", "code", "packages", "machine", "data", "started", "finished"):
+        assert key in manifest, key
+    assert manifest["data"]["fingerprint"] and manifest["code"]["fingerprint"]
+    metrics, _ = metrics_of(run_config())
+    test = metrics["test"]
+    assert 0.6 < test["auc"] < metrics["bayes"]["test"]["auc"]
+    for key in ("logloss", "gauc_user", "gauc_request", "pcoc", "auc_random"):
+        assert key in test
+    assert metrics["profile"]["train_samples_per_s"] > 0 and metrics["profile"]["parameters"] > 0
+
+
+def test_same_seed_same_numbers(run_config, tmp_path):
+    a = run_config()
+    b = {**run_config(), "results_dir": str(tmp_path / "other")}
+    execute(a), execute(b)
+    ma, _ = metrics_of(a)
+    mb, _ = metrics_of(b)
+    assert ma["test"]["auc"] == mb["test"]["auc"] and ma["test"]["logloss"] == mb["test"]["logloss"]
+
+
+def test_done_runs_are_not_rerun(run_config, monkeypatch):
+    execute(run_config())
+
+    def boom(*a, **k):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(run_module, "train", boom)
+    assert execute(run_config())["status"] == "done"
+    with pytest.raises(AssertionError):
+        execute(run_config(), force=True)
+
+
+def test_nan_loss_fails_clearly_and_keeps_earlier_results(run_config):
+    good = run_config()
+    execute(good)
+    before, run = metrics_of(good)
+    bad = run_config(lr=1e30, grad_clip_norm=0.0, epochs=3)
+    with pytest.raises(TrainingError, match="loss is"):
+        execute(bad)
+    failed = json.loads((resolve(bad).run_dir / "manifest.json").read_text())
+    assert failed["status"] == "failed" and "loss is" in failed["reason"]
+    assert not (resolve(bad).run_dir / "metrics.json").exists()
+    after, _ = metrics_of(good)
+    assert before == after
+
+
+def test_unknown_config_keys_are_rejected(run_config):
+    with pytest.raises(ConfigError, match="lerning_rate"):
+        resolve(run_config(lerning_rate=0.1))
+    with pytest.raises(ConfigError, match="unknown data source 'wrld'"):
+        resolve({**run_config(), "data": {"name": "wrld"}})
+    with pytest.raises(ConfigError, match="bogus"):
+        resolve({**run_config(), "bogus": 1})
+
+
+def test_report_numbers_come_from_manifests(tmp_path, cache_root):
+    from repro.experiments import run_experiment
+    from repro.report import write_report
+
+    results = tmp_path / "results"
+    extra = ["data.scale=smoke", f"data.cache_root={cache_root}", f"results_dir={results}", "train.epochs=1",
+             "train.progress=false", "embedding.dim=4"]
+    run_experiment("baselines_smoke", extra=extra)
+    md, csv, png = write_report("baselines_smoke", results)
+    table = pd.read_csv(csv, index_col=0)
+    for label, row in table.iterrows():
+        aucs = []
+        for manifest in results.glob("runs/baselines_smoke/*/seed*/manifest.json"):
+            m = json.loads(manifest.read_text())
+            if m["label"] == label:
+                aucs.append(json.loads((manifest.parent / "metrics.json").read_text())["test"]["auc"])
+        assert len(aucs) == row["seeds"] == 2
+        assert np.isclose(row["test AUC mean"], np.mean(aucs), rtol=0, atol=1e-6)
+    text = md.read_text()
+    assert "Bayes-optimal" in text and "smoke" in text and png.stat().st_size > 10_000
+
+
+def test_cli_reports_bad_input_in_one_line(run_config):
+    cmd = [sys.executable, "-m", "repro", "model=nonexistent", "train.progress=false"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "nonexistent" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "repro.experiments", "no_such_experiment"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown experiment 'no_such_experiment'" in r.stderr
