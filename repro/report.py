@@ -35,6 +35,8 @@ METRICS = [  # (column, path into metrics.json, format)
     ("train samples/s", ("profile", "train_samples_per_s"), ",.0f"),
     ("params", ("profile", "parameters"), ",.0f"),
     ("model MB", ("profile", "model_bytes"), ".2f"),
+    ("best epoch", ("train", "best_epoch"), ".2f"),
+    ("run seconds", ("profile", "run_seconds"), ".0f"),
 ]
 
 
@@ -55,8 +57,16 @@ def collect(experiment: str, results_dir: Path) -> tuple[pd.DataFrame, list[dict
         for col, path, _ in METRICS:
             row[col] = _get(metrics, path)
         row["model MB"] = row["model MB"] / 2**20 if row["model MB"] is not None else None
-        bayes = metrics.get("bayes", {}).get("test", {})
-        row["bayes AUC"], row["bayes logloss"] = bayes.get("auc"), bayes.get("logloss")
+        train = metrics.get("train", {})
+        if train.get("steps"):
+            row["best epoch"] = train["best_step"] / train["steps"] * train["epochs_run"]
+        profile = metrics.get("profile", {})
+        row["run seconds"] = profile.get("train_seconds", 0) + profile.get("eval_seconds", 0)
+        bayes = metrics.get("bayes", {})
+        for col, path, _ in METRICS:
+            if path[0] == "test":
+                row[f"bayes {col}"] = _get(bayes, path)
+        row["bayes AUC"] = row["bayes test AUC"]
         rows.append(row)
         manifests.append(manifest)
     if not rows:
@@ -111,9 +121,12 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         f"- machine: {machine.get('cpu_model')}, {machine.get('cores')} cores, GPU: {machine.get('gpu')}",
         f"- code: {', '.join(commits)}; built {datetime.now(timezone.utc).strftime('%Y-%m-%d')} from "
         f"{len(df)} run manifests under `results/runs/{spec['name']}/`",
+        f"- compute: {df['run seconds'].sum() / 60:.1f} min of training and evaluation summed over runs "
+        f"(data preparation excluded); best epoch = where validation AUC peaked (early stopping keeps it)",
         "",
     ]
-    shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "PCOC", "train samples/s", "params"]
+    shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "PCOC", "best epoch",
+             "train samples/s", "params"]
     fmts = {c: f for c, _, f in METRICS}
     extra = [c for c in summary.columns if c.startswith("RelaImpr") or c == "gap to Bayes AUC"]
     header = ["model", "seeds", *shown, *extra]
@@ -125,8 +138,8 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         cells += [format(r[c], "+.2f" if c.startswith("RelaImpr") else ".4f") for c in extra]
         lines.append("| " + " | ".join(cells) + " |")
     if df["bayes AUC"].notna().all():
-        b_auc, b_ll = df["bayes AUC"].mean(), df["bayes logloss"].mean()
-        lines.append("| **Bayes-optimal** (true p_click) | – | " + f"{b_auc:.4f} | {b_ll:.4f} | " + " | ".join(["–"] * (len(header) - 4)) + " |")
+        cells = [_cell(df[f"bayes {c}"].mean(), None, fmts[c]) if f"bayes {c}" in df else "–" for c in shown]
+        lines.append("| **Bayes-optimal** (true p_click) | – | " + " | ".join(cells + ["–"] * len(extra)) + " |")
     lines += ["", "## Checks", ""]
     lines += [f"- {c}" for c in checks(summary, df, spec.get("report", {}).get("baseline"))]
     lines += ["", "Plot: " + f"`{spec['name']}.png`. CSV: `{spec['name']}.csv`.", ""]

@@ -29,7 +29,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # coupled L2: keeps rarely seen ID rows near 0 (overfitting guard)
     batch_size: int = 4096
     eval_batch_size: int = 65536
-    epochs: int = 3
+    epochs: int = 5
     evals_per_epoch: int = 2
     patience: int = 2  # evaluations without a better validation AUC before stopping
     grad_clip_norm: float = 10.0
