@@ -133,6 +133,7 @@ class SimulatedSearchAdsWorld:
         return [
             RawField("request_id", "key", ("request",)),
             RawField("user_id", "categorical", ("user",)),
+            RawField("user_key", "key", ("user",)),  # raw id, for GAUC by user (rare ids share OOV)
             RawField("user_segment", "categorical"),
             RawField("query_id", "categorical", ("query",)),
             RawField("query_category", "categorical"),
@@ -292,6 +293,7 @@ class SimulatedSearchAdsWorld:
         cols = {
             "request_id": (start + rows).astype(np.int64),
             "user_id": user[rows],
+            "user_key": user[rows].astype(np.int64),
             "user_segment": e["user_segment"][user[rows]],
             "query_id": query[rows],
             "query_category": qcat[rows],

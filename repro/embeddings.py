@@ -40,7 +40,8 @@ class FullEmbedding(EmbeddingLayer):
     """One row per vocabulary entry of every field, in one table with per-field offsets.
 
     One fused table (rather than one ``nn.Embedding`` per field) turns F lookups into one gather,
-    which on the CPU is the difference that matters. Row 0 of every field is padding and stays 0.
+    which on the CPU is the difference that matters. Index 0 (padding/missing) of every field
+    maps to the zero vector, as ``padding_idx`` would (its row is masked, so it never trains).
     """
 
     def __init__(self, feature_map: FeatureMap, cfg: FullEmbeddingConfig) -> None:
@@ -53,7 +54,8 @@ class FullEmbedding(EmbeddingLayer):
             self.weight[self.offsets] = 0.0
 
     def forward(self, cat: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(cat + self.offsets, self.weight)
+        out = nn.functional.embedding(cat + self.offsets, self.weight)
+        return out * (cat != 0).unsqueeze(-1).to(out.dtype)
 
 
 def build_embedding(feature_map: FeatureMap, block) -> EmbeddingLayer:

@@ -21,10 +21,12 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from repro.errors import ConfigError, ReproError
-from repro.io import atomic_write_json
+from repro.io import atomic_write_json, stable_hash
 from repro.registry import ROOT
 
 EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report"}
+RUN_ENTRY_KEYS = {"label", "overrides"}
+REPORT_KEYS = {"baseline", "paper"}
 
 
 def load_experiment(name: str) -> dict:
@@ -33,19 +35,37 @@ def load_experiment(name: str) -> dict:
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(known)}")
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    unknown = sorted(set(spec) - EXPERIMENT_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(EXPERIMENT_KEYS)}")
+    _check_keys(path, "the experiment", spec, EXPERIMENT_KEYS)
+    if not spec.get("runs"):
+        raise ConfigError(f"{path}: lists no runs")
+    for i, run in enumerate(spec["runs"]):
+        _check_keys(path, f"runs[{i}]", run, RUN_ENTRY_KEYS)
+        if "label" not in run:
+            raise ConfigError(f"{path}: runs[{i}] has no label")
+    _check_keys(path, "report", spec.get("report") or {}, REPORT_KEYS)
     spec.setdefault("name", name)
     return spec
 
 
+def _check_keys(path: Path, where: str, block: dict, known: set[str]) -> None:
+    unknown = sorted(set(block) - known)
+    if unknown:
+        raise ConfigError(f"{path}: {where} has unknown key(s) {unknown}; known: {sorted(known)}")
+
+
+def experiment_tag(spec: dict, extra: list[str] = ()) -> str:
+    """Where an experiment's runs and report go. Extra overrides (a smoke scale, another data
+    set) get their own tag, so they can never replace or prune the experiment's real results."""
+    return spec["name"] if not extra else f"{spec['name']}-{stable_hash(list(extra), 8)}"
+
+
 def run_overrides(spec: dict, run: dict, seed: int, extra: list[str] = ()) -> list[str]:
     return [*spec.get("overrides", []), *run.get("overrides", []), *extra,
-            f"seed={seed}", f"experiment_name={spec['name']}", f"label='{run['label']}'"]
+            f"seed={seed}", f"experiment_name={experiment_tag(spec, extra)}", f"label='{run['label']}'"]
 
 
 def run_experiment(name: str, force: bool = False, extra: list[str] = ()) -> list[Path]:
+    """Run what is missing or stale; returns the run folders (``<results>/runs/<tag>/...``)."""
     from repro.run import execute, resolve
 
     spec = load_experiment(name)
@@ -67,10 +87,12 @@ def run_experiment(name: str, force: bool = False, extra: list[str] = ()) -> lis
     budget = spec.get("budget_minutes")
     if budget and minutes > budget:
         print(f"warning: experiment {name} took {minutes:.1f} min, over its budget of {budget} min", file=sys.stderr)
-    root = run_dirs[0].parents[1]  # results/runs/<experiment>
+    root = run_dirs[0].parents[1]  # results/runs/<tag>
     _prune(root, run_dirs)
     atomic_write_json(root / "index.json", {
         "experiment": spec["name"],
+        "tag": root.name,
+        "extra_overrides": list(extra),
         "runs": [str(d.relative_to(root)) for d in run_dirs],
     })
     return run_dirs
@@ -97,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in args.experiments:
             dirs = run_experiment(name, force=args.force not in ("0", "", "false"), extra=args.override)
-            write_and_announce(name, dirs[0].parents[3])
+            write_and_announce(name, results_dir=dirs[0].parents[3], tag=dirs[0].parents[1].name)
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
+import shutil
 import time
 import traceback
 from datetime import datetime, timezone
@@ -33,6 +33,7 @@ from repro.environment import git_state, gpu_memory, machine, package_versions
 from repro.errors import ConfigError
 from repro.io import atomic_write_json, stable_hash
 from repro.metrics import evaluate
+from repro.profiling import PeakMemory
 from repro.registry import EMBEDDINGS, MODELS, SOURCES, ROOT
 from repro.train import TrainConfig, predict, train
 
@@ -124,7 +125,12 @@ def open_data(config: dict, verbose: bool = True) -> PreparedDataset:
 
 
 def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
-    """Run one config (or return the cached result); returns the manifest."""
+    """Run one config (or return the cached result); returns the manifest.
+
+    The run is built in ``seed<k>.partial/`` and renamed onto ``seed<k>/`` only when it is done,
+    so a failing or killed rerun never touches the previous result; a failure leaves its manifest
+    (status ``failed`` with the reason) in ``seed<k>.failed/``.
+    """
     run = resolve(cfg)
     if not force and is_done(run):
         print(f"[cached] {run.run_dir.relative_to(ROOT) if run.run_dir.is_relative_to(ROOT) else run.run_dir}")
@@ -142,30 +148,48 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
         "machine": machine(),
         "started": _now(),
     }
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = run.run_dir / "manifest.json"
-    previous_metrics = run.run_dir / "metrics.json"
-    atomic_write_json(manifest_path, manifest)
+    work = _sibling(run.run_dir, ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    atomic_write_json(work / "manifest.json", manifest)
     try:
-        metrics = _run(run, manifest)
-        atomic_write_json(previous_metrics, metrics)
+        metrics = _run(run, manifest, work)
+        atomic_write_json(work / "metrics.json", metrics)
         manifest.update(status="done", finished=_now())
-        atomic_write_json(manifest_path, manifest)
+        atomic_write_json(work / "manifest.json", manifest)
+        _replace_dir(work, run.run_dir)
+        shutil.rmtree(_sibling(run.run_dir, ".failed"), ignore_errors=True)
         print(f"[done] {run.label} seed={run.config['seed']} test AUC {metrics['test']['auc']:.4f}")
         return manifest
     except BaseException as e:
         manifest.update(status="failed", finished=_now(), reason=f"{type(e).__name__}: {e}",
                         traceback=traceback.format_exc(limit=5))
-        atomic_write_json(manifest_path, manifest)
+        atomic_write_json(work / "manifest.json", manifest)
+        (work / "metrics.json").unlink(missing_ok=True)
+        _replace_dir(work, _sibling(run.run_dir, ".failed"))
         raise
 
 
-def _run(run: ResolvedRun, manifest: dict) -> dict:
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Put ``src`` at ``dst``; the old ``dst`` is moved aside first, never half-deleted in place."""
+    old = _sibling(dst, ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    src.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     config = run.config
     data = open_data(config, verbose=config["train"]["progress"])
     manifest["data"] = {"root": str(data.root.name), "fingerprint": data.fingerprint, **{
         k: data.provenance[k] for k in ("source", "split_protocol", "rows", "rejected_rows", "source_fingerprint")}}
-    atomic_write_json(run.run_dir / "manifest.json", manifest)
+    atomic_write_json(work / "manifest.json", manifest)
 
     seed = config["seed"]
     torch.manual_seed(seed)
@@ -173,16 +197,16 @@ def _run(run: ResolvedRun, manifest: dict) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     train_cfg = TrainConfig(**config["train"])
     torch.set_num_threads(train_cfg.threads)
-    model = MODELS.build(config["model"]["name"], config["model"], data.feature_map, embedding=config["embedding"])
-    result = train(model, data, train_cfg, seed)
-
     metrics: dict[str, Any] = {}
-    for split in ("valid", "test"):
-        t = time.perf_counter()
-        p = predict(model, data, split, train_cfg.eval_batch_size)
-        predict_s = time.perf_counter() - t
-        metrics[split] = _split_metrics(data, split, p)
-        metrics[split]["predict_rows_per_s"] = len(p) / predict_s
+    with PeakMemory() as memory:
+        model = MODELS.build(config["model"]["name"], config["model"], data.feature_map, embedding=config["embedding"])
+        result = train(model, data, train_cfg, seed)
+        for split in ("valid", "test"):
+            t = time.perf_counter()
+            p = predict(model, data, split, train_cfg.eval_batch_size)
+            predict_s = time.perf_counter() - t
+            metrics[split] = _split_metrics(data, split, p)
+            metrics[split]["predict_rows_per_s"] = len(p) / predict_s
     truth = {s: data.truth(s) for s in ("valid", "test")}
     if truth["test"] is not None:
         metrics["bayes"] = {s: _split_metrics(data, s, truth[s]["p_click"].to_numpy()) for s in ("valid", "test")}
@@ -193,7 +217,7 @@ def _run(run: ResolvedRun, manifest: dict) -> dict:
         "data_wait_share": result.data_seconds / max(result.train_seconds + result.data_seconds, 1e-9),
         "train_seconds": result.train_seconds + result.data_seconds,
         "eval_seconds": result.eval_seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": memory.peak_rss_mb,
         "parameters": model.num_parameters(),
         "model_bytes": model.stored_bytes(),
         "threads": train_cfg.threads,
@@ -208,7 +232,7 @@ def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray) -> dict:
     y = data.column(split, "label")
     groups = {}
     for role in ("user", "request"):
-        f = fm.by_role(role)
+        f = fm.group_key(role)
         if f is not None:
             groups[role] = data.column(split, f.name)
     truth = data.truth(split)

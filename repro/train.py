@@ -67,6 +67,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:")):
+        raise ConfigError(f"train.device={name!r}: expected cpu, cuda, cuda:N or auto")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but no CUDA device is visible; use cpu or auto")
     return torch.device(name)
@@ -85,7 +87,11 @@ def predict(model: CTRModel, data: PreparedDataset, split: str, batch_size: int)
     device = next(model.parameters()).device
     out = [torch.sigmoid(logit_of(model(to_device(b, device)))) for b in data.batches(split, batch_size, shuffle=False)]
     model.train()
-    return torch.cat(out).double().cpu().numpy()
+    p = torch.cat(out).double().cpu().numpy()
+    if not np.isfinite(p).all():
+        raise TrainingError(f"the model predicts {int((~np.isfinite(p)).sum())} non-finite values on {split!r} "
+                            f"(its weights diverged); try a lower train.lr or another seed")
+    return p
 
 
 class _BestKeeper:
@@ -102,6 +108,8 @@ class _BestKeeper:
         t = time.perf_counter()
         valid_auc = auc(self.y_valid, predict(self.model, self.data, "valid", self.cfg.eval_batch_size))
         self.seconds += time.perf_counter() - t
+        if not math.isfinite(valid_auc):
+            raise TrainingError("validation AUC is undefined: the validation split holds only one class")
         self.history.append({"step": step, "epoch": step / self.steps_per_epoch, "valid_auc": valid_auc, "loss": loss})
         if valid_auc > self.best_auc:
             self.best_auc, self.best_step, self.bad_evals = valid_auc, step, 0

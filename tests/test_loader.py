@@ -1,5 +1,6 @@
 """Batches: every row once per epoch, reproducible order, bounded-memory streaming, role tensors."""
 
+import pyarrow.parquet as pq
 import torch
 
 from repro.data.dataset import PreparedDataset
@@ -9,12 +10,20 @@ def request_ids(batches):
     return torch.cat([b["request"] for b in batches])
 
 
+def row_keys(batches):
+    """A key unique per row: (request, position)."""
+    return torch.cat([b["request"] * 100 + b["position"] for b in batches])
+
+
+def all_row_keys(data, split="train"):
+    return torch.tensor(data.column(split, "request_id")) * 100 + torch.tensor(data.column(split, "position"))
+
+
 def test_an_epoch_covers_every_row_once(smoke_data):
-    n = smoke_data.num_rows("train")
-    ids = request_ids(smoke_data.batches("train", 1000, shuffle=True, seed=3))
-    assert len(ids) == n
-    expected = torch.tensor(smoke_data.column("train", "request_id"))
-    assert torch.equal(ids.sort().values, expected.sort().values)
+    keys = row_keys(smoke_data.batches("train", 1000, shuffle=True, seed=3))
+    expected = all_row_keys(smoke_data)
+    assert len(torch.unique(expected)) == len(expected) == smoke_data.num_rows("train")
+    assert torch.equal(keys.sort().values, expected.sort().values)
 
 
 def test_shuffle_depends_on_seed_and_epoch_only(smoke_data):
@@ -25,15 +34,24 @@ def test_shuffle_depends_on_seed_and_epoch_only(smoke_data):
 
 
 def test_evaluation_order_is_row_order(smoke_data):
-    labels = torch.cat([b["label"] for b in smoke_data.batches("test", 777)])
-    assert torch.equal(labels, torch.tensor(smoke_data.column("test", "label")))
+    keys = row_keys(smoke_data.batches("test", 777))
+    assert torch.equal(keys, all_row_keys(smoke_data, "test"))
 
 
-def test_streaming_path_yields_the_same_rows(smoke_data):
-    streaming = PreparedDataset(smoke_data.root, max_rows_in_memory=1000)
-    ids = request_ids(streaming.batches("train", 1000, shuffle=True, seed=0))
-    expected = torch.tensor(smoke_data.column("train", "request_id"))
-    assert torch.equal(ids.sort().values, expected.sort().values)
+def test_streaming_path_yields_the_same_rows_in_a_shuffled_order(cache_root):
+    from repro.data.prepare import PrepareConfig, prepare
+    from tests.conftest import world
+
+    root = prepare(world(chunk_requests=1000), PrepareConfig(min_count=2, cache_root=str(cache_root)), verbose=False)
+    in_memory = PreparedDataset(root)
+    streaming = PreparedDataset(root, max_rows_in_memory=1000)
+    assert pq.ParquetFile(streaming.split_path("train")).num_row_groups == 20  # > the shuffle window of 4
+    keys = row_keys(streaming.batches("train", 1000, shuffle=True, seed=0, shuffle_window=4))
+    expected = all_row_keys(in_memory)
+    assert torch.equal(keys.sort().values, expected.sort().values)
+    assert not torch.equal(keys, expected)  # row groups were visited out of order
+    # the first batch mixes rows of several row groups (1000 requests each): a shuffle window
+    assert len(torch.unique(keys[:1000] // 100 // 1000)) >= 2
 
 
 def test_batch_contract_shapes_and_roles(smoke_data):

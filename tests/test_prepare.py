@@ -27,7 +27,7 @@ class TinySource:
         self.data = {
             "train": {"shop": ["a", "b", "a", "c", "a", "b", None, "d"], "x": [1.0, 2, 3, 4, 5, 6, 7, 8],
                       "y": [0, 1, 0, 0, 1, 0, 1, 0]},
-            "valid": {"shop": ["a", "z", "z", "b"], "x": [1.0, 2, 3, 4], "y": [1, 0, None, 7]},
+            "valid": {"shop": ["a", "z", "z", "b", "a"], "x": [1.0, 2, 3, 4, 5], "y": [1, 0, None, 7, 0.5]},
             "test": {"shop": ["d", "c", "a", "q"], "x": [1.0, 2, 3, None], "y": [0, 1, 0, 1]},
         }
 
@@ -64,12 +64,13 @@ def test_vocabulary_is_fitted_on_train_by_descending_frequency(tiny):
     assert tiny.column("train", "shop").tolist() == [1, 2, 1, 3, 1, 2, 0, 3]
     # "z" never occurs in train: OOV, although it occurs twice in valid.
     assert tiny.column("test", "shop").tolist() == [3, 3, 1, 3]
-    np.testing.assert_array_equal(tiny.frequencies["shop"], [0, 3, 2, 2])
+    # [missing, a, b, OOV (c and d)]: the one missing train value is counted at index 0.
+    np.testing.assert_array_equal(tiny.frequencies["shop"], [1, 3, 2, 2])
 
 
 def test_rows_with_bad_labels_are_rejected_and_counted(tiny):
     assert tiny.provenance["rows"] == {"train": 8, "valid": 2, "test": 4}
-    assert tiny.provenance["rejected_rows"]["valid"] == 2
+    assert tiny.provenance["rejected_rows"]["valid"] == 3  # missing, 7 and 0.5: labels must be 0/1
     assert tiny.column("valid", "shop").tolist() == [1, 3]
 
 

@@ -54,18 +54,26 @@ def test_done_runs_are_not_rerun(run_config, monkeypatch):
         execute(run_config(), force=True)
 
 
-def test_nan_loss_fails_clearly_and_keeps_earlier_results(run_config):
+def test_nan_loss_fails_clearly_and_keeps_earlier_results(run_config, monkeypatch):
     good = run_config()
     execute(good)
     before, run = metrics_of(good)
-    bad = run_config(lr=1e30, grad_clip_norm=0.0, epochs=3)
-    with pytest.raises(TrainingError, match="loss is"):
-        execute(bad)
-    failed = json.loads((resolve(bad).run_dir / "manifest.json").read_text())
-    assert failed["status"] == "failed" and "loss is" in failed["reason"]
-    assert not (resolve(bad).run_dir / "metrics.json").exists()
+    # A forced rerun of the very same run diverges: the earlier result must survive it.
+    real_train = run_module.train
+
+    def diverging(model, data, cfg, seed):
+        cfg.lr, cfg.grad_clip_norm, cfg.epochs = 1e30, 0.0, 3
+        return real_train(model, data, cfg, seed)
+
+    monkeypatch.setattr(run_module, "train", diverging)
+    with pytest.raises(TrainingError, match="loss is|non-finite"):
+        execute(good, force=True)
+    failed = json.loads((run.run_dir.with_name(run.run_dir.name + ".failed") / "manifest.json").read_text())
+    assert failed["status"] == "failed" and "TrainingError" in failed["reason"]
     after, _ = metrics_of(good)
     assert before == after
+    assert json.loads((run.run_dir / "manifest.json").read_text())["status"] == "done"
+    assert not run.run_dir.with_name(run.run_dir.name + ".partial").exists()
 
 
 def test_unknown_config_keys_are_rejected(run_config):
@@ -84,25 +92,48 @@ def test_report_numbers_come_from_manifests(tmp_path, cache_root):
     results = tmp_path / "results"
     extra = ["data.scale=smoke", f"data.cache_root={cache_root}", f"results_dir={results}", "train.epochs=1",
              "train.progress=false", "embedding.dim=4"]
-    run_experiment("baselines_smoke", extra=extra)
-    md, csv, png = write_report("baselines_smoke", results)
+    dirs = run_experiment("baselines_smoke", extra=extra)
+    tag = dirs[0].parents[1].name
+    assert tag.startswith("baselines_smoke-"), "extra overrides must not write under the experiment's own name"
+    md, csv, png = write_report("baselines_smoke", results, tag)
     table = pd.read_csv(csv, index_col=0)
     for label, row in table.iterrows():
         aucs = []
-        for manifest in results.glob("runs/baselines_smoke/*/seed*/manifest.json"):
+        for manifest in results.glob(f"runs/{tag}/*/seed*/manifest.json"):
             m = json.loads(manifest.read_text())
             if m["label"] == label:
                 aucs.append(json.loads((manifest.parent / "metrics.json").read_text())["test"]["auc"])
         assert len(aucs) == row["seeds"] == 2
-        assert np.isclose(row["test AUC mean"], np.mean(aucs), rtol=0, atol=1e-6)
+        assert row["test AUC mean"] == np.mean(aucs)  # unrounded in the CSV
     text = md.read_text()
     assert "Bayes-optimal" in text and "smoke" in text and png.stat().st_size > 10_000
 
 
-def test_cli_reports_bad_input_in_one_line(run_config):
-    cmd = [sys.executable, "-m", "repro", "model=nonexistent", "train.progress=false"]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "nonexistent" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "repro.experiments", "no_such_experiment"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "unknown experiment 'no_such_experiment'" in r.stderr
+def test_gauc_by_user_groups_raw_users_not_the_oov_bucket(smoke_data):
+    fm = smoke_data.feature_map
+    assert fm.group_key("user").name == "user_key" and fm.by_role("user").name == "user_id"
+    encoded = smoke_data.column("test", "user_id")
+    raw = smoke_data.column("test", "user_key")
+    oov = fm.field("user_id").oov_index
+    assert len(np.unique(raw[encoded == oov])) > 1  # many users share the OOV index
+
+
+def test_bad_experiment_files_are_config_errors(tmp_path, monkeypatch):
+    import repro.experiments as ex
+
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "typo.yaml").write_text("runs:\n  - {label: X, override: [model=lr]}\n")
+    monkeypatch.setattr(ex, "ROOT", tmp_path)
+    with pytest.raises(ConfigError, match="unknown key.*override"):
+        ex.load_experiment("typo")
+
+
+def test_cli_reports_bad_input_in_one_line():
+    for cmd, needle in [
+        ([sys.executable, "-m", "repro", "+model.hiden_units=[8]", "train.progress=false"], "hiden_units"),
+        ([sys.executable, "-m", "repro.experiments", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
+    ]:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert needle in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -91,6 +91,15 @@ class FeatureMap:
                 return f
         return None
 
+    def group_key(self, role: str) -> FieldSpec | None:
+        """The column to group rows by for ``role`` (GAUC by user, by request): a raw ``key``
+        field with that role when the source provides one, else the role's encoded field, whose
+        OOV index would lump all rare values into one group."""
+        for f in self.fields:
+            if f.kind == "key" and role in f.roles:
+                return f
+        return self.by_role(role)
+
     def categorical_index(self, name: str) -> int:
         """Column of ``batch['cat']`` that holds field ``name``."""
         return [f.name for f in self.categorical].index(name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,24 @@ def prepare(source: Source, cfg: PrepareConfig, verbose: bool = True) -> Path:
     root = Path(cfg.cache_root) / f"{source.name}-{cache_key(source, cfg)}"
     if (root / "DONE").exists():
         return root
-    tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "truth").mkdir(parents=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # A private temporary folder: two processes preparing the same data never share one.
+    tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.partial-", dir=root.parent))
+    (tmp / "truth").mkdir()
+    try:
+        _build(source, cfg, tmp, verbose)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if (root / "DONE").exists():  # another process finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return root
+
+
+def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool) -> None:
     started = time.time()
 
     fields = source.fields()
@@ -90,18 +106,17 @@ def prepare(source: Source, cfg: PrepareConfig, verbose: bool = True) -> Path:
     }
     atomic_write_json(tmp / "provenance.json", provenance)
     (tmp / "DONE").write_text("ok\n")
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
-    return root
 
 
 def _fit_vocabularies(source: Source, cats: list[RawField], min_count: int, verbose: bool):
     """Pass 1: value counts of every categorical field on the training split."""
     partial: dict[str, list[pa.Table]] = {f.name: [] for f in cats}
+    missing = {f.name: 0 for f in cats}
     with progress(source.expected_rows("train"), f"{source.name}: counting train values", verbose) as bar:
         for chunk in source.chunks("train"):
             chunk = _valid_rows(chunk, source.label, "train")[0]
             for f in cats:
+                missing[f.name] += chunk.column(f.name).null_count
                 vc = pc.value_counts(chunk.column(f.name).drop_null())
                 partial[f.name].append(pa.table({"value": vc.field("values"), "count": vc.field("counts")}))
             bar.update(chunk.num_rows)
@@ -115,16 +130,19 @@ def _fit_vocabularies(source: Source, cats: list[RawField], min_count: int, verb
         values, n = values.take(pa.array(order)), n[order]
         keep = n >= min_count
         vocabs[f.name] = values.filter(pa.array(keep))
-        counts[f.name] = (n[keep], int(n[~keep].sum()))
+        counts[f.name] = (n[keep], int(n[~keep].sum()), missing[f.name])
     return vocabs, counts
 
 
 def _valid_rows(chunk: pa.Table, label: str, split: str) -> tuple[pa.Table, int]:
-    """Drop rows whose label is missing or not a probability; return (kept, number dropped)."""
+    """Drop rows whose label is missing or not 0/1; return (kept, number dropped).
+
+    Aggregated counts (KDD Cup 2012's clicks/impressions) must be expanded or weighted by their
+    source into 0/1 rows first: every metric here is defined on binary labels."""
     if label not in chunk.column_names:
         raise DataError(f"{split}: raw chunk has no label column {label!r} (columns: {chunk.column_names})")
     y = chunk.column(label).cast(pa.float64())
-    ok = pc.and_(pc.is_valid(y), pc.and_(pc.greater_equal(y, 0.0), pc.less_equal(y, 1.0)))
+    ok = pc.and_(pc.is_valid(y), pc.or_(pc.equal(y, 0.0), pc.equal(y, 1.0)))
     ok = pc.fill_null(ok, False)
     dropped = chunk.num_rows - pc.sum(ok.cast(pa.int64())).as_py() if chunk.num_rows else 0
     return (chunk.filter(ok) if dropped else chunk), dropped
@@ -191,11 +209,12 @@ def _field_spec(f: RawField, vocabs: dict) -> FieldSpec:
 
 
 def _frequencies(cats: list[RawField], vocabs: dict, counts: dict) -> dict[str, np.ndarray]:
-    """Training-split count per encoded index: [pad, kept values..., OOV]."""
+    """Training-split count per encoded index: [missing, kept values..., OOV]."""
     out = {}
     for f in cats:
-        kept, dropped = counts[f.name]
+        kept, dropped, missing = counts[f.name]
         freq = np.zeros(len(vocabs[f.name]) + 2, dtype=np.int64)
+        freq[0] = missing
         freq[1:-1] = kept
         freq[-1] = dropped
         out[f.name] = freq
