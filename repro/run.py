@@ -188,7 +188,8 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     config = run.config
     data = open_data(config, verbose=config["train"]["progress"])
     manifest["data"] = {"root": str(data.root.name), "fingerprint": data.fingerprint, **{
-        k: data.provenance[k] for k in ("source", "split_protocol", "rows", "rejected_rows", "source_fingerprint")}}
+        k: data.provenance[k] for k in ("source", "split_protocol", "rows", "rejected_rows", "source_fingerprint",
+                                        "source_config")}}  # source_config: with the scale's sizes filled in
     atomic_write_json(work / "manifest.json", manifest)
 
     seed = config["seed"]
