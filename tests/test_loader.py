@@ -85,3 +85,19 @@ def test_request_grouped_batches_keep_requests_whole(smoke_data):
     # no request is split across two batches
     per_batch = [set(r.tolist()) for r in seen]
     assert sum(len(s) for s in per_batch) == len(set().union(*per_batch))
+
+
+def test_the_worlds_randomised_test_set_is_prepared(smoke_data):
+    from tests.conftest import world
+
+    assert smoke_data.splits == ("train", "valid", "test", "test_random")
+    assert smoke_data.num_rows("test_random") == smoke_data.provenance["rows"]["test_random"] > 0
+    assert smoke_data.num_rows("test_random") <= world().expected_rows("test_random")
+    truth = smoke_data.truth("test_random")
+    assert len(truth) == smoke_data.num_rows("test_random") and truth["is_random"].all()
+    requests = smoke_data.column("test_random", "request_id")
+    assert requests.min() > smoke_data.column("test", "request_id").max()
+    # encoded through the training vocabulary, like every split
+    b = next(smoke_data.batches("test_random", 512))
+    sizes = torch.tensor([f.vocab_size for f in smoke_data.feature_map.categorical])
+    assert (b["cat"] >= 0).all() and (b["cat"] < sizes).all()

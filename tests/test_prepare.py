@@ -113,3 +113,44 @@ def test_provenance_fingerprints_the_files(tiny):
     prov = json.loads((tiny.root / "provenance.json").read_text())
     assert set(prov["file_sha256"]) == {"train.parquet", "valid.parquet", "test.parquet"}
     assert prov["split_protocol"] == "fixed" and len(prov["fingerprint"]) == 16
+
+
+class TinyWithExtraSplit(TinySource):
+    """A source that declares a split of its own (as the world declares ``test_random``)."""
+
+    splits = ("train", "valid", "test", "extra")
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.data["extra"] = {"shop": ["b", "zz", "zz", "a"], "x": [1.0, 2, 3, 4], "y": [1, 0, 2, 0]}
+
+    def fingerprint(self):
+        return "tiny-extra-v1"
+
+
+def test_every_declared_split_is_prepared_with_the_train_vocabulary(tmp_path):
+    data = PreparedDataset(prepare(TinyWithExtraSplit(), PrepareConfig(min_count=2, cache_root=str(tmp_path)),
+                                   verbose=False))
+    assert data.splits == ("train", "valid", "test", "extra")
+    assert data.provenance["rows"] == {"train": 8, "valid": 2, "test": 4, "extra": 3}
+    assert data.provenance["rejected_rows"]["extra"] == 1
+    # "zz" (twice in extra, never in train) is OOV; the vocabulary and frequencies are train's alone.
+    assert data.column("extra", "shop").tolist() == [2, 3, 1]
+    np.testing.assert_array_equal(data.frequencies["shop"], [1, 3, 2, 2])
+    assert data.num_rows("extra") == 3 and next(data.batches("extra", 8))["label"].tolist() == [1, 0, 0]
+    assert "extra.parquet" in data.provenance["file_sha256"]
+    # A declared split whose file is gone is an error that names it.
+    (data.root / "extra.parquet").unlink()
+    with pytest.raises(DataError, match="extra"):
+        PreparedDataset(data.root)
+
+
+def test_a_source_without_a_training_split_is_refused(tmp_path):
+    src = TinySource()
+    src.splits = ("valid", "test")
+    with pytest.raises(DataError, match="train"):
+        prepare(src, PrepareConfig(cache_root=str(tmp_path)), verbose=False)
+
+
+def test_a_source_that_declares_no_splits_gets_train_valid_test(tiny):
+    assert tiny.splits == ("train", "valid", "test")

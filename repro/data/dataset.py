@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 import torch
 
 from repro.data.featuremap import FeatureMap
-from repro.data.source import SPLITS
 from repro.errors import DataError
 
 Batch = dict[str, torch.Tensor]
@@ -46,7 +45,10 @@ class PreparedDataset:
         self.provenance = json.loads((self.root / "provenance.json").read_text())
         self.max_rows_in_memory = max_rows_in_memory
         self._memory: dict[str, Batch] = {}
-        for split in SPLITS:
+        if "train" not in self.splits or "valid" not in self.splits:
+            raise DataError(f"prepared data set {self.root} records no train or valid split ({self.splits}); "
+                            f"delete it to rebuild it")
+        for split in self.splits:
             if not self.split_path(split).exists():
                 raise DataError(f"prepared data set {self.root} lacks its {split!r} split ({self.split_path(split)})")
 
@@ -54,6 +56,14 @@ class PreparedDataset:
     @property
     def fingerprint(self) -> str:
         return self.provenance["fingerprint"]
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The prepared splits (those with rows in the provenance), in the source's order: train,
+        valid, then the test sets."""
+        rows = self.provenance["rows"]
+        order = [s for s in self.provenance.get("splits", ("train", "valid", "test")) if s in rows]
+        return tuple(order + sorted(s for s in rows if s not in order))
 
     def split_path(self, split: str) -> Path:
         return self.root / f"{split}.parquet"

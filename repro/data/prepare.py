@@ -9,7 +9,10 @@ Encoding follows FuxiCTR's tokenizer semantics: index 0 = padding/missing, value
 also an in-field frequency rank, which AMTL-style methods use), everything else maps to the
 per-field OOV index n+1. Frequencies are counted on the training split only.
 
-Cache layout (``<cache_root>/<source>-<key>/``): ``train|valid|test.parquet``,
+Every split the source declares (``splits``, default train/valid/test) is encoded; vocabularies
+and frequencies still come from train alone.
+
+Cache layout (``<cache_root>/<source>-<key>/``): ``<split>.parquet`` per split,
 ``truth/<split>.parquet`` (ground truth, never read by the loader), ``feature_map.json``,
 ``frequencies.npz``, ``provenance.json`` and a ``DONE`` marker written last. The folder is built
 under a temporary name and renamed, so a killed preparation leaves nothing that looks finished.
@@ -30,12 +33,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from repro.data.featuremap import FeatureMap, FieldSpec
-from repro.data.source import SPLITS, RawField, Source
+from repro.data.source import RawField, Source, source_splits
 from repro.errors import DataError
 from repro.io import atomic_write_json, file_digest, stable_hash
 from repro.progress import progress
 
-PREPARE_VERSION = 1  # bump when the encoding below changes: invalidates every cache
+PREPARE_VERSION = 2  # bump when the encoding or layout below changes: invalidates every cache
+# 2: every split the source declares (the world's test_random); provenance["splits"] lists them.
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,9 @@ def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool) -> None
     cats = [f for f in fields if f.kind == "categorical"]
     vocabs, train_counts = _fit_vocabularies(source, cats, cfg.min_count, verbose)
 
+    splits = source_splits(source)
     rows, rejected = {}, {}
-    for split in SPLITS:
+    for split in splits:
         rows[split], rejected[split] = _encode_split(source, split, fields, vocabs, tmp, verbose)
     if rows["train"] == 0:
         raise DataError(f"{source.name}: the training split is empty after rejecting bad rows")
@@ -98,6 +103,7 @@ def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool) -> None
         "source_config": source.describe(),
         "prepare": {"min_count": cfg.min_count, "version": PREPARE_VERSION},
         "split_protocol": source.split_protocol,
+        "splits": list(splits),  # in the source's order (the JSON file sorts the keys of "rows")
         "rows": rows,
         "rejected_rows": rejected,
         "file_sha256": digests,

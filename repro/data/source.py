@@ -13,7 +13,9 @@ from typing import Iterator, Protocol
 
 import pyarrow as pa
 
-SPLITS = ("train", "valid", "test")
+from repro.errors import DataError
+
+SPLITS = ("train", "valid", "test")  # the splits of a source that declares none
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class Source(Protocol):
     weight: str | None
     # Columns stored beside the data but never given to a model (true click probability...).
     truth_columns: tuple[str, ...]
+
+    # Optional: the splits the source yields, in order (default ``SPLITS``). "train" and "valid"
+    # are required (vocabularies and frequencies come from train only; valid picks the epoch);
+    # every other split is a test set (the world adds ``test_random``, its randomised test set).
+    # splits: tuple[str, ...]
 
     # Optional: line numbers of rows the source skipped as malformed in its last pass, per split;
     # the preparation step adds their count to the split's rejected rows.
@@ -55,3 +62,11 @@ class Source(Protocol):
     def describe(self) -> dict:
         """The source's resolved config, recorded in the provenance."""
         ...
+
+
+def source_splits(source: Source) -> tuple[str, ...]:
+    """The splits ``source`` declares (``SPLITS`` when it declares none), checked."""
+    splits = tuple(getattr(source, "splits", SPLITS))
+    if "train" not in splits or "valid" not in splits or len(set(splits)) != len(splits):
+        raise DataError(f"{source.name}: splits {splits} must name 'train' and 'valid', each once")
+    return splits
