@@ -48,7 +48,11 @@ class FieldEmbedder(nn.Module):
 
 
 class FirstOrder(nn.Module):
-    """Bias + one weight per categorical value + a linear map of the dense columns (LR's logit)."""
+    """Bias + one weight per categorical value + a linear map of the dense columns (LR's logit).
+
+    The per-value weights are a dim-1 ``FullEmbedding``, so the trainer treats them as an embedding
+    table like any other: the lookup penalty (``train.embedding_l2``) and sparse updates apply.
+    """
 
     def __init__(self, feature_map: FeatureMap) -> None:
         super().__init__()

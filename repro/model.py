@@ -5,6 +5,12 @@ A model is an ``nn.Module`` registered with ``@register_model(name, config=Cfg)`
 click logit [B], or a dict holding ``logit`` and auxiliary outputs. A model with its own objective
 (distillation, two-factor position models, pre-training) overrides ``loss``; the default is
 (weighted) binary cross-entropy on the logit.
+
+Regularisation of embeddings is not part of ``loss``: the trainer adds ``train.embedding_l2 *
+model.embedding_penalty()``, the penalty of every embedding layer on the vectors it looked up in
+this batch (see ``repro.embeddings.EmbeddingLayer``), so that a model with its own ``loss`` gets it
+too. A model that builds embedding tables outside an ``EmbeddingLayer`` gets neither the penalty
+nor sparse updates for them (they are then dense parameters, under ``train.weight_decay``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import torch
 from torch import nn
 
 from repro.data.featuremap import FeatureMap
-from repro.embeddings import EmbeddingLayer
+from repro.embeddings import EmbeddingLayer, embedding_layers
 
 Batch = dict[str, torch.Tensor]
 
@@ -31,6 +37,17 @@ class CTRModel(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(
             logit_of(output), batch["label"], weight=batch.get("weight")
         )
+
+    def embedding_layers(self) -> list[EmbeddingLayer]:
+        """Every embedding layer of the model, the first-order (dim-1) tables included."""
+        return embedding_layers(self)
+
+    def embedding_penalty(self) -> torch.Tensor:
+        """Sum of every embedding layer's ``penalty()`` for the last forward pass in training mode."""
+        layers = self.embedding_layers()
+        if not layers:
+            return torch.zeros(())
+        return sum(layer.penalty() for layer in layers)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,41 +1,89 @@
 """One trainer for every model: optimise, early-stop on validation AUC, predict in row order.
 
+The protocol (FuxiCTR/BARS style, the same for every row of a table, LR included):
+
+- **Regularisation.** Embedding tables get no weight decay: the loss carries
+  ``embedding_l2 * penalty``, where every embedding layer's ``penalty()`` is the squared norm of
+  the vectors it looked up in this batch / batch size, each occurrence of value v weighted by
+  N / n_v (mini-batch-aware L2: the full-table L2 in expectation, applied only to the rows a batch
+  uses; see ``repro.embeddings.EmbeddingLayer``). Rows absent from a batch are untouched. Dense parameters
+  (MLP, cross layers, dense-field vectors, biases) get coupled ``weight_decay`` in their optimizer.
+- **Optimizers.** The dense part uses ``optimizer`` (Adam); embedding tables use ``SparseAdam``
+  (lazy Adam: sparse gradients, moments and updates only for the rows a batch touched) with
+  ``embedding_optimizer: sparse_adam``, or a dense ``Adam`` (the old, full-table update) with
+  ``embedding_optimizer: adam``.
+- **Clipping.** ``grad_clip_norm`` clips the global norm over every gradient, dense and sparse:
+  sparse gradients are coalesced first (duplicate rows summed), so their norm is the norm of the
+  gradient they represent, and they are scaled by the same factor as the dense ones.
+- **Early stopping.** Validation AUC is evaluated ``evals_per_epoch`` times per epoch (the last at
+  the epoch's end). An evaluation without a better AUC multiplies every learning rate by
+  ``lr_decay`` and counts against ``patience``; ``patience`` such evaluations in a row stop the
+  run. The best weights are kept and restored at the end.
+- **Resuming.** With a ``checkpoint_dir`` (and ``checkpoint: true``) every evaluation writes
+  ``checkpoint.pt`` atomically; a later call with the same folder resumes from it. An epoch's
+  shuffling depends on (seed, epoch) only, so resuming mid-epoch skips the batches already used,
+  and a resumed run equals an uninterrupted one bit for bit on the CPU.
+
 Determinism on the CPU: the model is initialised after ``torch.manual_seed(seed)``, batches are
-shuffled by a generator seeded from (seed, epoch), and deterministic algorithms are requested,
+shuffled by a generator seeded from (seed, epoch), and the torch RNG (dropout) is checkpointed,
 so the same seed on the same machine and thread count gives the same numbers.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from repro.data.dataset import PreparedDataset
+from repro.embeddings import EmbeddingLayer, embedding_layers
 from repro.errors import ConfigError, TrainingError
+from repro.io import atomic_write
 from repro.metrics import auc
 from repro.model import CTRModel, logit_of
 from repro.progress import progress
 
+CHECKPOINT = "checkpoint.pt"  # the file ``train`` writes into (and resumes from) ``checkpoint_dir``
+_CHECKPOINT_VERSION = 1
+
+# Test hook: called with the global step after every optimizer step (lets tests interrupt a run).
+_after_step: Optional[Callable[[int], None]] = None
+
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "adam"  # adam | adagrad | sgd
-    lr: float = 3e-3
-    weight_decay: float = 1e-4  # coupled L2: keeps rarely seen ID rows near 0 (overfitting guard)
+    """The training protocol; ``conf/train/default.yaml`` holds every key with its default.
+
+    ``lr``, ``embedding_lr`` and ``embedding_l2`` were chosen once for all models by a small
+    validation sweep (see the yaml); ``weight_decay`` (dense parameters only) stays 0, as in BARS's
+    tuned baselines (``net_regularizer: 0``): the dense part is small next to the tables.
+    """
+
+    optimizer: str = "adam"  # dense parameters: adam | adagrad | sgd
+    lr: float = 3e-3  # dense parameters
+    weight_decay: float = 0.0  # coupled L2 on dense parameters only (never on embedding tables)
+    embedding_optimizer: str = "sparse_adam"  # sparse_adam (lazy, touched rows only) | adam (dense)
+    embedding_lr: Optional[float] = None  # null = lr
+    embedding_l2: float = 1e-2  # strength of the penalty on looked-up embedding vectors
+    # frequency: each occurrence of value v weighted N / n_v (mini-batch-aware L2, = full-table L2
+    # in expectation); occurrence: weight 1. See repro.embeddings.EmbeddingLayer.
+    embedding_l2_by: str = "frequency"
     batch_size: int = 4096
     eval_batch_size: int = 65536
-    epochs: int = 5
-    evals_per_epoch: int = 2
-    patience: int = 2  # evaluations without a better validation AUC before stopping
-    grad_clip_norm: float = 10.0
+    epochs: int = 8  # at most; early stopping usually ends a run before
+    evals_per_epoch: int = 1  # validation evaluations (and checkpoints) per epoch
+    patience: int = 2  # evaluations in a row without a better validation AUC before stopping
+    lr_decay: float = 0.1  # every lr is multiplied by this at an evaluation without improvement
+    grad_clip_norm: float = 10.0  # global norm over dense and (coalesced) sparse gradients; 0 = off
     threads: int = 2
     max_seconds: float = 0.0  # 0 = no budget; otherwise training stops at the budget
     device: str = "cpu"  # cpu | cuda | auto (cuda when present)
+    checkpoint: bool = True  # write a resumable checkpoint at every evaluation (when given a folder)
     progress: bool = True
 
 
@@ -53,17 +101,146 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+# -- optimizers --------------------------------------------------------------------------------
+class Optimizers:
+    """The trainer's optimizers as one: ``dense`` (everything but embedding tables) and the
+    embedding tables' (``embedding``: SparseAdam or Adam; ``embedding_dense``: Adam for the
+    parameters of embedding layers that cannot give sparse gradients)."""
+
+    def __init__(self, named: dict[str, torch.optim.Optimizer]) -> None:
+        self.named = named
+
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for opt in self.named.values() for g in opt.param_groups for p in g["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.named.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.named.values():
+            opt.step()
+
+    def scale_lr(self, factor: float) -> None:
+        for opt in self.named.values():
+            for g in opt.param_groups:
+                g["lr"] *= factor
+
+    def lrs(self) -> dict[str, float]:
+        return {name: opt.param_groups[0]["lr"] for name, opt in self.named.items()}
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.named.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.named):
+            raise TrainingError(f"checkpoint holds optimizers {sorted(state)}, this run has {sorted(self.named)}")
+        for name, opt in self.named.items():
+            opt.load_state_dict(state[name])
+
+
+def _dense_optimizer(params: list, cfg: TrainConfig, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     raise ConfigError(f"train.optimizer: unknown optimizer {cfg.optimizer!r}; expected adam, adagrad or sgd")
 
 
+def _unique(params) -> list[torch.nn.Parameter]:
+    seen, out = set(), []
+    for p in params:
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def make_optimizers(model: torch.nn.Module, cfg: TrainConfig) -> Optimizers:
+    """Split the parameters into embedding tables and the dense rest and build their optimizers.
+
+    Sets ``sparse_grad`` on every embedding layer that supports it when
+    ``cfg.embedding_optimizer == 'sparse_adam'`` (and clears it otherwise).
+    """
+    if cfg.embedding_optimizer not in ("sparse_adam", "adam"):
+        raise ConfigError(f"train.embedding_optimizer: unknown {cfg.embedding_optimizer!r}; expected sparse_adam or adam")
+    sparse = cfg.embedding_optimizer == "sparse_adam"
+    layers = embedding_layers(model)
+    for layer in layers:
+        layer.sparse_grad = sparse and layer.supports_sparse_grad
+    emb_lr = cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr
+    sparse_params = _unique(p for layer in layers for p in layer.sparse_parameters())
+    sparse_ids = {id(p) for p in sparse_params}
+    emb_params = _unique(p for layer in layers for p in layer.parameters() if id(p) not in sparse_ids)
+    emb_ids = sparse_ids | {id(p) for p in emb_params}
+    dense_params = _unique(p for p in model.parameters() if id(p) not in emb_ids)
+    named: dict[str, torch.optim.Optimizer] = {}
+    if dense_params:
+        named["dense"] = _dense_optimizer(dense_params, cfg, cfg.lr, cfg.weight_decay)
+    if sparse_params:
+        named["embedding"] = torch.optim.SparseAdam(sparse_params, lr=emb_lr)
+    if emb_params:
+        named["embedding" if not sparse else "embedding_dense"] = torch.optim.Adam(emb_params, lr=emb_lr)
+    if not named:
+        raise ConfigError("the model has no trainable parameters")
+    return Optimizers(named)
+
+
+make_optimizer = make_optimizers  # the old name
+
+
+def clip_gradients(params, max_norm: float) -> float:
+    """Scale every gradient so that their global 2-norm is at most ``max_norm``; returns the norm.
+
+    Sparse gradients are coalesced in place first, so the norm counts a row's summed gradient,
+    exactly as the dense equivalent would (``clip_grad_norm_`` does not take sparse gradients).
+    """
+    grads = []
+    for p in params:
+        g = p.grad
+        if g is None:
+            continue
+        if g.is_sparse:
+            if not g.is_coalesced():
+                g = g.coalesce()
+                p.grad = g
+            grads.append(g._values())
+        else:
+            grads.append(g)
+    if not grads:
+        return 0.0
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef)
+    return float(total)
+
+
+def train_step(model: CTRModel, batch: dict[str, torch.Tensor], optimizers: Optimizers, cfg: TrainConfig,
+               layers: list[EmbeddingLayer] | None = None) -> float:
+    """One optimizer step on ``batch``; returns the data loss (without the penalty)."""
+    layers = embedding_layers(model) if layers is None else layers
+    for layer in layers:
+        layer.forget()
+    loss = model.loss(batch, model(batch))
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise TrainingError(f"loss is {loss_value}; try a lower train.lr (now {cfg.lr}) or another seed")
+    if cfg.embedding_l2 > 0 and layers:
+        loss = loss + cfg.embedding_l2 * sum(layer.penalty() for layer in layers)
+    optimizers.zero_grad(set_to_none=True)
+    loss.backward()
+    for layer in layers:
+        layer.forget()
+    if cfg.grad_clip_norm > 0:
+        clip_gradients(optimizers.params(), cfg.grad_clip_norm)
+    optimizers.step()
+    return loss_value
+
+
+# -- helpers -----------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -83,10 +260,11 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 @torch.no_grad()
 def predict(model: CTRModel, data: PreparedDataset, split: str, batch_size: int) -> np.ndarray:
     """Click probabilities for every row of ``split``, in the split's row order."""
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = [torch.sigmoid(logit_of(model(to_device(b, device)))) for b in data.batches(split, batch_size, shuffle=False)]
-    model.train()
+    model.train(was_training)
     p = torch.cat(out).double().cpu().numpy()
     if not np.isfinite(p).all():
         raise TrainingError(f"the model predicts {int((~np.isfinite(p)).sum())} non-finite values on {split!r} "
@@ -94,90 +272,173 @@ def predict(model: CTRModel, data: PreparedDataset, split: str, batch_size: int)
     return p
 
 
-class _BestKeeper:
-    """Evaluates validation AUC at checkpoints and keeps the best weights (early stopping)."""
-
-    def __init__(self, model: CTRModel, data: PreparedDataset, cfg: TrainConfig, steps_per_epoch: int) -> None:
-        self.model, self.data, self.cfg, self.steps_per_epoch = model, data, cfg, steps_per_epoch
-        self.y_valid = data.column("valid", "label")
-        self.best_auc, self.best_step, self.best_state, self.bad_evals = -1.0, 0, None, 0
-        self.seconds, self.history = 0.0, []
-
-    def check(self, step: int, loss: float) -> bool:
-        """Evaluate now; True when patience is exhausted."""
-        t = time.perf_counter()
-        valid_auc = auc(self.y_valid, predict(self.model, self.data, "valid", self.cfg.eval_batch_size))
-        self.seconds += time.perf_counter() - t
-        if not math.isfinite(valid_auc):
-            raise TrainingError("validation AUC is undefined: the validation split holds only one class")
-        self.history.append({"step": step, "epoch": step / self.steps_per_epoch, "valid_auc": valid_auc, "loss": loss})
-        if valid_auc > self.best_auc:
-            self.best_auc, self.best_step, self.bad_evals = valid_auc, step, 0
-            self.best_state = copy.deepcopy(self.model.state_dict())
-        else:
-            self.bad_evals += 1
-        return self.bad_evals >= self.cfg.patience
+def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int) -> TrainResult:
+@dataclass
+class _Progress:
+    """Everything the loop carries between steps; what a checkpoint stores besides the weights."""
+
+    step: int = 0
+    epoch: int = 0  # the epoch in progress
+    pos: int = 0  # batches of ``epoch`` already consumed
+    samples: int = 0
+    train_s: float = 0.0
+    data_s: float = 0.0
+    eval_s: float = 0.0
+    elapsed_s: float = 0.0  # wall time (for max_seconds), summed over resumed pieces
+    best_auc: float = -1.0
+    best_step: int = 0
+    bad_evals: int = 0
+    stopped_by: str = ""  # "" while running
+    loss_sum: float = 0.0  # training loss since the last evaluation
+    loss_n: int = 0
+    history: list = field(default_factory=list)
+
+
+def _save_checkpoint(path: Path, model, optimizers: Optimizers, best_state, st: _Progress, seed: int,
+                     steps_per_epoch: int) -> None:
+    payload = {
+        "version": _CHECKPOINT_VERSION,
+        "seed": seed,
+        "steps_per_epoch": steps_per_epoch,
+        "model": model.state_dict(),
+        "optimizers": optimizers.state_dict(),
+        "lrs": optimizers.lrs(),
+        "best_state": best_state,
+        "progress": {k: getattr(st, k) for k in _Progress.__dataclass_fields__},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load_checkpoint(path: Path, model, optimizers: Optimizers, seed: int, steps_per_epoch: int, device):
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file: say which and how to recover
+        raise TrainingError(f"cannot read the checkpoint {path}: {e} (delete it to start over)") from e
+    if ck.get("version") != _CHECKPOINT_VERSION or ck.get("seed") != seed or ck.get("steps_per_epoch") != steps_per_epoch:
+        raise TrainingError(f"the checkpoint {path} belongs to another run (seed {ck.get('seed')}, "
+                            f"{ck.get('steps_per_epoch')} steps per epoch); delete it to start over")
+    model.load_state_dict(ck["model"])
+    optimizers.load_state_dict(ck["optimizers"])
+    torch.set_rng_state(ck["torch_rng"].cpu())
+    if ck["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
+    return ck["best_state"], _Progress(**ck["progress"])
+
+
+# -- the trainer -------------------------------------------------------------------------------
+def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
+          checkpoint_dir: Path | str | None = None) -> TrainResult:
+    """Train ``model`` (already initialised) and leave it holding its best validation weights.
+
+    With ``checkpoint_dir`` and ``cfg.checkpoint``, resumes from ``checkpoint_dir/checkpoint.pt``
+    when it exists and (re)writes it at every evaluation; the caller deletes it when done.
+    """
+    if cfg.patience < 1 or cfg.evals_per_epoch < 1 or not 0 < cfg.lr_decay <= 1:
+        raise ConfigError("train: patience and evals_per_epoch must be >= 1 and lr_decay in (0, 1]")
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model.to(device)
-    optimizer = make_optimizer(model, cfg)
+    optimizers = make_optimizers(model, cfg)
+    layers = embedding_layers(model)
+    for layer in layers:  # the penalty's per-value weights, from the train-only frequencies
+        layer.set_frequencies(data.frequencies, data.num_rows("train"), by=cfg.embedding_l2_by)
     steps_per_epoch = math.ceil(data.num_rows("train") / cfg.batch_size)
-    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
-    keeper = _BestKeeper(model, data, cfg, steps_per_epoch)
+    # Evaluations inside an epoch; the last one is at the epoch's end, whatever its batch count.
+    mid_evals = {math.ceil(k * steps_per_epoch / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch)}
+    mid_evals.discard(steps_per_epoch)
+    y_valid = data.column("valid", "label")
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None and cfg.checkpoint else None
 
-    step = samples = 0
-    train_s = data_s = 0.0
-    loss_value = float("nan")
-    stopped_by = "epochs"
+    st, best_state = _Progress(), None
+    if ckpt is not None and ckpt.exists():
+        best_state, st = _load_checkpoint(ckpt, model, optimizers, seed, steps_per_epoch, device)
+
+    def evaluate(epoch_float: float) -> None:
+        nonlocal best_state
+        t = time.perf_counter()
+        valid_auc = auc(y_valid, predict(model, data, "valid", cfg.eval_batch_size))
+        if not math.isfinite(valid_auc):
+            raise TrainingError("validation AUC is undefined: the validation split holds only one class")
+        lrs = optimizers.lrs()
+        st.history.append({
+            "step": st.step, "epoch": epoch_float, "valid_auc": valid_auc,
+            "loss": st.loss_sum / st.loss_n if st.loss_n else float("nan"),
+            "lr": lrs.get("dense", cfg.lr), "embedding_lr": lrs.get("embedding", lrs.get("dense")),
+        })
+        st.loss_sum, st.loss_n = 0.0, 0
+        if valid_auc > st.best_auc:
+            st.best_auc, st.best_step, st.bad_evals = valid_auc, st.step, 0
+            best_state = _copy_state(model)
+        else:
+            st.bad_evals += 1
+            if st.bad_evals >= cfg.patience:
+                st.stopped_by = "early_stopping"
+            else:
+                optimizers.scale_lr(cfg.lr_decay)  # plateau: continue with a smaller step
+        st.eval_s += time.perf_counter() - t
+
+    def checkpoint() -> None:
+        if ckpt is not None:
+            st.elapsed_s = time.perf_counter() - started
+            _save_checkpoint(ckpt, model, optimizers, best_state, st, seed, steps_per_epoch)
+
     model.train()
-    started = time.perf_counter()
+    started = time.perf_counter() - st.elapsed_s
     with progress(cfg.epochs * steps_per_epoch, "train", cfg.progress, unit="step") as bar:
-        for epoch in range(cfg.epochs):
-            batches = data.batches("train", cfg.batch_size, shuffle=True, seed=seed, epoch=epoch)
+        bar.update(st.step)
+        while not st.stopped_by and st.epoch < cfg.epochs:
+            batches = data.batches("train", cfg.batch_size, shuffle=True, seed=seed, epoch=st.epoch)
+            for _ in range(st.pos):  # resuming mid-epoch: skip what was consumed
+                next(batches)
             while True:
                 t0 = time.perf_counter()
                 batch = next(batches, None)
                 t1 = time.perf_counter()
-                data_s += t1 - t0
+                st.data_s += t1 - t0
                 if batch is None:
                     break
                 batch = to_device(batch, device)
-                loss = model.loss(batch, model(batch))
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise TrainingError(
-                        f"loss is {loss_value} at step {step} (epoch {epoch}); "
-                        f"try a lower train.lr (now {cfg.lr}) or another seed"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-                optimizer.step()
-                step += 1
-                samples += batch["label"].shape[0]
-                train_s += time.perf_counter() - t1
+                try:
+                    loss_value = train_step(model, batch, optimizers, cfg, layers)
+                except TrainingError as e:
+                    raise TrainingError(f"at step {st.step} (epoch {st.epoch}): {e}") from None
+                st.step += 1
+                st.pos += 1
+                st.samples += batch["label"].shape[0]
+                st.loss_sum += loss_value
+                st.loss_n += 1
+                st.train_s += time.perf_counter() - t1
+                if _after_step is not None:
+                    _after_step(st.step)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", sps=f"{samples / (train_s + data_s):,.0f}", refresh=False)
-
+                bar.set_postfix(loss=f"{loss_value:.4f}", sps=f"{st.samples / (st.train_s + st.data_s):,.0f}",
+                                refresh=False)
                 over_budget = cfg.max_seconds > 0 and time.perf_counter() - started > cfg.max_seconds
-                if step % eval_every == 0 or over_budget:
-                    if keeper.check(step, loss_value):
-                        stopped_by = "early_stopping"
-                    elif over_budget:
-                        stopped_by = "budget"
-                    if stopped_by != "epochs":
+                if st.pos in mid_evals or over_budget:
+                    evaluate(st.epoch + st.pos / steps_per_epoch)
+                    if over_budget and not st.stopped_by:
+                        st.stopped_by = "budget"
+                    checkpoint()
+                    if st.stopped_by:
                         break
-            if stopped_by != "epochs":
+            if st.stopped_by:
                 break
-    if not keeper.history or keeper.history[-1]["step"] != step:
-        keeper.check(step, loss_value)
-    model.load_state_dict(keeper.best_state)
+            st.epoch, st.pos = st.epoch + 1, 0
+            evaluate(float(st.epoch))
+            if not st.stopped_by and st.epoch >= cfg.epochs:
+                st.stopped_by = "epochs"
+            checkpoint()
+    if not st.history:  # no batch at all
+        evaluate(0.0)
+    model.load_state_dict(best_state)
     return TrainResult(
-        best_valid_auc=keeper.best_auc, best_step=keeper.best_step, steps=step,
-        epochs_run=step / steps_per_epoch, samples=samples, train_seconds=train_s, data_seconds=data_s,
-        eval_seconds=keeper.seconds, stopped_by=stopped_by, history=keeper.history,
+        best_valid_auc=st.best_auc, best_step=st.best_step, steps=st.step,
+        epochs_run=st.step / steps_per_epoch, samples=st.samples, train_seconds=st.train_s,
+        data_seconds=st.data_s, eval_seconds=st.eval_s, stopped_by=st.stopped_by or "epochs",
+        history=st.history,
     )
