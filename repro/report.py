@@ -6,6 +6,12 @@ to a manifest. Cells are mean +- std over seeds. Where the data has ground truth
 row (the true click probability used as the prediction) shows how far from reachable each row is.
 A paper's own figures, when an experiment names them, sit in separate columns labelled as the
 paper's and are never mixed into ours.
+
+Checks compare every row with the experiment's ``report.baseline`` row by a 95% interval that is
+paired by request and covers seed noise (``repro.claims.compare``), on ``test`` and, where runs
+have it, on the fully randomised ``test_random`` split, and say which rows are separable. Each
+table ends with the experiment's declared ``claims`` and their verdicts; ``results/claims.md``
+(``write_claims_index``) gathers the claims of every experiment with a built report.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repro.errors import DataError, ReproError
+from repro import claims as claims_mod
+from repro.errors import ConfigError, DataError, ReproError
 from repro.io import atomic_write, atomic_write_text
 from repro.registry import ROOT
 from repro.run import load_json
@@ -30,6 +37,7 @@ METRICS = [  # (column, path into metrics.json, format)
     ("GAUC user", ("test", "gauc_user"), ".4f"),
     ("GAUC request", ("test", "gauc_request"), ".4f"),
     ("AUC random slice", ("test", "auc_random"), ".4f"),
+    ("AUC test_random", ("test_random", "auc"), ".4f"),
     ("PCOC", ("test", "pcoc"), ".3f"),
     ("valid AUC", ("valid", "auc"), ".4f"),
     ("train samples/s", ("profile", "train_samples_per_s"), ",.0f"),
@@ -40,19 +48,41 @@ METRICS = [  # (column, path into metrics.json, format)
 ]
 
 
-def collect(experiment: str, results_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
-    """One row per done run listed in the experiment's index."""
-    root = results_dir / "runs" / experiment
+def load_runs(experiment: str, results_dir: Path) -> list[tuple[str, dict, dict]]:
+    """(run folder, manifest, metrics) of every done run listed in the experiment's index."""
+    root = Path(results_dir) / "runs" / experiment
     index = load_json(root / "index.json")
     if index is None:
         raise DataError(f"no run index at {root / 'index.json'}: run `python -m repro.experiments {experiment}` first")
-    rows, manifests = [], []
+    out = []
     for rel in index["runs"]:
         manifest = load_json(root / rel / "manifest.json")
         metrics = load_json(root / rel / "metrics.json")
         if not manifest or manifest.get("status") != "done" or metrics is None:
             print(f"report: skipping {rel} (not done)", file=sys.stderr)
             continue
+        out.append((rel, manifest, metrics))
+    if not out:
+        raise DataError(f"experiment {experiment!r} has no done runs to report")
+    return out
+
+
+def runs_by_label(loaded: list[tuple[str, dict, dict]]) -> dict[str, list[dict]]:
+    """Row label -> the metrics.json dicts of its seeds (what ``repro.claims`` reads)."""
+    out: dict[str, list[dict]] = {}
+    for _, manifest, metrics in loaded:
+        out.setdefault(manifest["label"], []).append(metrics)
+    return out
+
+
+def collect(experiment: str, results_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """One row per done run listed in the experiment's index."""
+    return frame(load_runs(experiment, results_dir))
+
+
+def frame(loaded: list[tuple[str, dict, dict]]) -> tuple[pd.DataFrame, list[dict]]:
+    rows, manifests = [], []
+    for rel, manifest, metrics in loaded:
         row = {"label": manifest["label"], "seed": manifest["seed"], "run": rel}
         for col, path, _ in METRICS:
             row[col] = _get(metrics, path)
@@ -64,13 +94,11 @@ def collect(experiment: str, results_dir: Path) -> tuple[pd.DataFrame, list[dict
         row["run seconds"] = profile.get("train_seconds", 0) + profile.get("eval_seconds", 0)
         bayes = metrics.get("bayes", {})
         for col, path, _ in METRICS:
-            if path[0] == "test":
+            if path[0] in ("test", "test_random"):
                 row[f"bayes {col}"] = _get(bayes, path)
         row["bayes AUC"] = row["bayes test AUC"]
         rows.append(row)
         manifests.append(manifest)
-    if not rows:
-        raise DataError(f"experiment {experiment!r} has no done runs to report")
     df = pd.DataFrame(rows)
     numeric = [c for c in df.columns if c not in ("label", "run")]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")  # absent metrics -> NaN
@@ -114,7 +142,10 @@ def _cell(mean: float, std: float, fmt: str) -> str:
     return f"{format(mean, fmt)} ± {format(std, fmt)}"
 
 
-def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: list[dict]) -> str:
+def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: list[dict],
+             runs: dict[str, list[dict]] | None = None, claim_results: list | None = None) -> str:
+    """The table; ``runs`` (label -> metrics dicts) enables the paired intervals, ``claim_results``
+    (``repro.claims.evaluate_claims``) the Claims section."""
     m0 = manifests[0]
     data = m0.get("data", {})
     cfg_data = m0["config"]["data"]
@@ -133,10 +164,17 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         f"{len(df)} run manifests under `results/runs/{spec['name']}/`",
         f"- compute: {df['run seconds'].sum() / 60:.1f} min of training and evaluation summed over runs "
         f"(data preparation excluded); best epoch = where validation AUC peaked (early stopping keeps it)",
+    ]
+    mixed = mixed_code(manifests)
+    if mixed:
+        lines.append(f"- **{mixed}**")
+    lines += [
+        "- AUC random slice: the randomised-exposure requests inside `test`; AUC test_random: the separate, "
+        "fully randomised-exposure test split (n/a where the runs predate it)",
         "",
     ]
-    shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "PCOC", "best epoch",
-             "train samples/s", "params"]
+    shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "AUC test_random", "PCOC",
+             "best epoch", "train samples/s", "params"]
     fmts = {c: f for c, _, f in METRICS}
     extra = [c for c in summary.columns if c.startswith("RelaImpr") or c == "gap to Bayes AUC"]
     header = ["model", "seeds", *shown, *extra]
@@ -153,13 +191,48 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
     elif df["bayes AUC"].notna().any():
         lines += ["", "Rows use different data, so each has its own Bayes-optimal AUC (see the gap column)."]
     lines += ["", "## Checks", ""]
-    lines += [f"- {c}" for c in checks(summary, df, spec.get("report", {}).get("baseline"))]
+    lines += [f"- {c}" for c in checks(summary, df, (spec.get("report") or {}).get("baseline"), runs)]
+    if claim_results is not None:
+        lines += ["", "## Claims", ""]
+        lines += claims_lines(claim_results) or ["No claims declared for this experiment."]
     lines += ["", "Plot: " + f"`{spec['name']}.png`. CSV: `{spec['name']}.csv`.", ""]
     return "\n".join(lines)
 
 
-def checks(summary: pd.DataFrame, df: pd.DataFrame, baseline: str | None) -> list[str]:
-    """Verdicts computed from the numbers above, never written by hand."""
+def mixed_code(manifests: list[dict]) -> str | None:
+    """A warning when the runs of one table come from more than one git commit or core fingerprint."""
+    commits = sorted({m["code"]["commit"][:10] for m in manifests})
+    cores = sorted({m["code"]["core"] for m in manifests if m["code"].get("core")})
+    parts = []
+    if len(commits) > 1:
+        parts.append(f"{len(commits)} git commits ({', '.join(commits)})")
+    if len(cores) > 1:
+        parts.append(f"{len(cores)} harness-core fingerprints ({', '.join(cores)})")
+    if not parts:
+        return None
+    return "this table mixes code versions: its runs come from " + " and ".join(parts) + \
+        "; rows may differ by code, not only by model"
+
+
+def claims_lines(results: list) -> list[str]:
+    """One Markdown line per claim: id, the claim's words, source, verdict in bold, deciding numbers."""
+    return [f"- `{r.claim.id}`: {r.claim.text} ({r.claim.source}): **{r.verdict}**: {r.numbers()}" for r in results]
+
+
+def experiment_claims(spec: dict, runs: dict[str, list[dict]]) -> list:
+    """Parse the experiment's ``claims:`` (errors name the file) and judge them on ``runs``."""
+    where = str(ROOT / "conf" / "experiment" / f"{spec.get('source_name', spec['name'])}.yaml")
+    parsed = claims_mod.parse_claims(where, spec.get("claims"), labels=[r["label"] for r in spec["runs"]])
+    return claims_mod.evaluate_claims(parsed, runs)
+
+
+def checks(summary: pd.DataFrame, df: pd.DataFrame, baseline: str | None,
+           runs: dict[str, list[dict]] | None = None) -> list[str]:
+    """Verdicts computed from the numbers above, never written by hand.
+
+    With ``runs`` (label -> metrics dicts): every row against ``baseline`` by a 95% interval of
+    ΔAUC that is paired by request and covers seed noise, on ``test`` and on ``test_random`` when
+    the runs have it, then which rows are separable from which."""
     out = []
     if df["bayes AUC"].notna().all():
         over = df[df["test AUC"] > df["bayes AUC"]]
@@ -167,16 +240,65 @@ def checks(summary: pd.DataFrame, df: pd.DataFrame, baseline: str | None) -> lis
         verdict = "holds" if over.empty else f"does not hold ({len(over)} runs)"
         out.append(f"No run exceeds the Bayes-optimal test AUC of its data (max {df['bayes AUC'].max():.4f}); "
                    f"best single run {best['test AUC']:.4f} ({best['label']}): **{verdict}**.")
-    if baseline in summary.index:
-        base_mean, base_std = summary.loc[baseline, "test AUC mean"], summary.loc[baseline, "test AUC std"]
-        for label, r in summary.iterrows():
+    if runs is None:
+        return out
+    order = [label for label in summary.index if runs.get(label)]
+    metrics = [("test AUC", "test"), ("random AUC", "test_random")]
+    tables = {m: claims_mod.pairwise(runs, m, order) for m, _ in metrics}
+    if baseline in order:
+        for label in order:
             if label == baseline:
                 continue
-            margin = r["test AUC mean"] - base_mean
-            spread = (r["test AUC std"] if not math.isnan(r["test AUC std"]) else 0) + (base_std if not math.isnan(base_std) else 0)
-            verdict = "beats" if margin > spread else "does not beat"
-            out.append(f"{label} {verdict} {baseline} beyond the seed spread: ΔAUC {margin:+.4f} vs summed std {spread:.4f}.")
+            parts = []
+            for m, split in metrics:
+                iv = _interval(tables[m], label, baseline)
+                if iv is not None:
+                    word = "above" if iv.lo > 0 else "below" if iv.hi < 0 else "not separable from"
+                    parts.append(f"{split} {iv.text('+.4f')}, {word} {baseline}")
+            if parts:
+                out.append(f"ΔAUC {label} − {baseline} (95% interval): " + "; ".join(parts) + ".")
+    for m, split in metrics:
+        line = separability(tables[m], summary, order, split)
+        if line:
+            out.append(line)
     return out
+
+
+def _interval(table: dict, a: str, b: str):
+    """The interval of a − b from a pairwise table that holds (a, b) or (b, a)."""
+    if (a, b) in table:
+        return table[(a, b)]
+    if (b, a) in table:
+        iv = table[(b, a)]
+        return claims_mod.Interval(-iv.estimate, -iv.hi, -iv.lo, iv.seeds[::-1], iv.n_replicates, iv.method, iv.note)
+    return None
+
+
+def separability(table: dict, summary: pd.DataFrame, order: list[str], split: str) -> str | None:
+    """Rows ordered by mean AUC; `>` where the 95% interval of the adjacent difference excludes 0,
+    `≈` where it straddles 0; then every pair that is not separable."""
+    labels = sorted({x for pair in table for x in pair}, key=lambda lab: -_mean_auc(table, lab, summary, split))
+    if len(labels) < 2:
+        return None
+    chain = labels[0]
+    for hi, lo in zip(labels, labels[1:]):
+        iv = _interval(table, hi, lo)
+        chain += (" > " if iv.lo > 0 else " ≈ ") + lo
+    ties = [f"{a}–{b}" for i, a in enumerate(labels) for b in labels[i + 1:]
+            if (iv := _interval(table, a, b)).lo <= 0 <= iv.hi]
+    methods = {iv.method for iv in table.values()}
+    paired = "paired bootstrap (requests x seeds)"
+    how = ("paired request x seed bootstrap" if methods == {paired} else
+           "seed-only bootstrap: runs without stored test-set replicates" if paired not in methods else
+           "paired request x seed bootstrap; seed-only for pairs without stored replicates")
+    return (f"Separable on {split} AUC (95% {how}; `>`: the interval of the difference excludes 0, "
+            f"`≈`: it does not): {chain}. Not separable: {', '.join(ties) if ties else 'none'}.")
+
+
+def _mean_auc(table: dict, label: str, summary: pd.DataFrame, split: str) -> float:
+    col = "test AUC mean" if split == "test" else "AUC test_random mean"
+    v = summary.loc[label, col] if label in summary.index and col in summary else float("nan")
+    return -1.0 if pd.isna(v) else float(v)
 
 
 def plot(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
@@ -221,19 +343,77 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     spec = load_experiment(experiment)
     if tag and tag != spec["name"]:
         spec = {**spec, "name": tag, "title": f"{spec.get('title', spec['name'])} ({tag})"}
-    df, manifests = collect(spec["name"], results_dir)
+    spec.setdefault("source_name", experiment)
+    loaded = load_runs(spec["name"], results_dir)
+    df, manifests = frame(loaded)
+    runs = runs_by_label(loaded)
     order = [r["label"] for r in spec["runs"]]
-    summary = summarise(df, order, spec.get("report", {}).get("baseline"))
+    summary = summarise(df, order, (spec.get("report") or {}).get("baseline"))
+    results = experiment_claims(spec, runs)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
-    atomic_write_text(md, markdown(spec, summary, df, manifests))
+    atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results))
     atomic_write_text(csv, summary.rename_axis("model").to_csv())
     plot(spec, summary, df, png)
+    write_claims_index(results_dir)
     return [md, csv, png]
 
 
+def write_claims_index(results_dir: Path | None = None) -> Path:
+    """``<results_dir>/claims.md``: the claims of every experiment under conf/experiment/ that has a
+    built report in ``results_dir`` (one section per report), judged afresh from its run manifests,
+    with a count of each verdict."""
+    from repro.experiments import load_experiment
+
+    results_dir = Path(results_dir or ROOT / "results")
+    known = {p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
+    sections, totals = [], {v: 0 for v in claims_mod.VERDICTS}
+    for index_path in sorted(results_dir.glob("runs/*/index.json")):
+        index = load_json(index_path) or {}
+        name, tag = index.get("experiment"), index.get("tag", index_path.parent.name)
+        if name not in known or not (results_dir / f"{tag}.md").exists():
+            continue
+        try:
+            spec = {**load_experiment(name), "source_name": name}
+            loaded = load_runs(tag, results_dir)
+            results = experiment_claims(spec, runs_by_label(loaded))
+        except (ConfigError, DataError) as e:
+            sections += [f"## {name}" + (f" (`{tag}`)" if tag != name else ""), "", f"Claims not judged: {e}", ""]
+            continue
+        counts = {v: sum(r.verdict == v for r in results) for v in claims_mod.VERDICTS}
+        for v, c in counts.items():
+            totals[v] += c
+        title = spec.get("title", name) + (f" (`{tag}`: {' '.join(index.get('extra_overrides', []))})" if tag != name else "")
+        sections += [f"## {title}", "",
+                     f"Table: [`{tag}.md`]({tag}.md); {len(loaded)} done runs. " + _counts(counts), ""]
+        sections += claims_lines(results) or ["No claims declared for this experiment."]
+        sections.append("")
+    lines = [
+        "# Claims",
+        "",
+        f"Every claim declared in `conf/experiment/*.yaml` whose experiment has a built table here, judged "
+        f"from the run manifests on {datetime.now(timezone.utc).strftime('%Y-%m-%d')}. A condition **holds** when "
+        "its whole 95% interval (paired by request on the test set, seeds resampled; `repro/claims.py`) satisfies "
+        "it, **does not hold** when the whole interval violates it, and is **inconclusive** when the interval "
+        "straddles the threshold; a claim holds when all its conditions do.",
+        "",
+        "All experiments: " + _counts(totals),
+        "",
+        *sections,
+    ]
+    path = results_dir / "claims.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return " · ".join(f"{v}: {c}" for v, c in counts.items())
+
+
 def write_and_announce(experiment: str, results_dir: Path | None = None, tag: str | None = None) -> None:
-    for path in write_report(experiment, results_dir, tag):
+    paths = write_report(experiment, results_dir, tag)
+    for path in paths:
         print(f"wrote {path}")
+    print(f"wrote {paths[0].parent / 'claims.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:

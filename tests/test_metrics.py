@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from repro.metrics import auc, evaluate, gauc, logloss, pcoc, relaimpr
+from repro.metrics import auc, bootstrap_group_draws, bootstrap_replicates, evaluate, gauc, logloss, pcoc, relaimpr
 
 
 def _data(n: int, seed: int, *, round_to: int | None = None, weighted: bool = False):
@@ -232,3 +232,76 @@ def test_standalone_functions_also_validate():
         gauc([0, 1], [0.1, 0.2], [1, 2, 3])
     # rank metrics accept logits
     assert auc([0, 1], [-3.0, 2.0]) == 1.0
+
+
+# --------------------------------------------------------------------------- paired bootstrap
+def _naive_bootstrap(y, p, groups, n_replicates, seed, w=None):
+    """Literally rebuild each resample row by row and call auc / logloss on it."""
+    keys = np.unique(groups)
+    rows_of = [np.flatnonzero(groups == k) for k in keys]
+    out = {"auc": [], "logloss": []}
+    for b in range(n_replicates):
+        rows = np.concatenate([rows_of[i] for i in bootstrap_group_draws(len(keys), seed, b)])
+        wb = None if w is None else w[rows]
+        out["auc"].append(auc(y[rows], p[rows], weight=wb))
+        out["logloss"].append(logloss(y[rows], p[rows], weight=wb))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("round_to", [None, 1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_bootstrap_replicates_equal_a_naive_resample(round_to, weighted):
+    y, p, w = _data(1200, 5, round_to=round_to, weighted=weighted)
+    groups = np.random.default_rng(1).integers(0, 150, size=len(y)) * 7  # unsorted, non-contiguous keys
+    fast = bootstrap_replicates(y, p, groups, n_replicates=40, seed=3, weight=w)
+    slow = _naive_bootstrap(y, p, groups, 40, 3, w)
+    for k in ("auc", "logloss"):
+        assert fast[k].dtype == np.float64 and fast[k].shape == (40,)
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-12, atol=1e-12)
+    assert np.std(fast["auc"]) > 0  # the resamples really differ
+
+
+def test_bootstrap_resamples_depend_on_groups_not_predictions():
+    y, p, _ = _data(3000, 6)
+    groups = np.random.default_rng(2).integers(0, 500, size=len(y))
+    q = np.clip(p + np.random.default_rng(3).normal(0, 0.05, size=len(p)), 0.001, 0.999)  # another model
+    a = bootstrap_replicates(y, p, groups, n_replicates=60, seed=0)
+    b = bootstrap_replicates(y, q, groups, n_replicates=60, seed=0)
+    # Same resamples: each model's replicates equal its naive resample under the same draws ...
+    for pred, reps in ((p, a), (q, b)):
+        np.testing.assert_allclose(reps["auc"], _naive_bootstrap(y, pred, groups, 60, 0)["auc"], rtol=1e-12)
+    # ... so the paired difference varies much less than either model's replicates.
+    assert np.std(a["auc"] - b["auc"]) < 0.5 * min(np.std(a["auc"]), np.std(b["auc"]))
+    # Row order does not matter (keys are sorted), the seed does, and replicate b does not
+    # depend on how many replicates are asked for.
+    perm = np.random.default_rng(4).permutation(len(y))
+    c = bootstrap_replicates(y[perm], p[perm], groups[perm], n_replicates=60, seed=0)
+    np.testing.assert_allclose(c["auc"], a["auc"], rtol=1e-12)
+    assert not np.allclose(bootstrap_replicates(y, p, groups, n_replicates=60, seed=1)["auc"], a["auc"])
+    np.testing.assert_array_equal(bootstrap_replicates(y, p, groups, n_replicates=7, seed=0)["auc"], a["auc"][:7])
+
+
+def test_bootstrap_validates_and_handles_single_class():
+    with pytest.raises(ValueError, match="length mismatch"):
+        bootstrap_replicates([0, 1], [0.2, 0.4], [1, 2, 3])
+    with pytest.raises(ValueError, match="outside"):
+        bootstrap_replicates([0, 1], [0.2, 1.4], [1, 2])
+    r = bootstrap_replicates([0, 0, 1], [0.1, 0.2, 0.3], [1, 1, 1], n_replicates=3)
+    assert np.allclose(r["auc"], 1.0)  # one group: every resample is the data set itself
+    r = bootstrap_replicates([0, 0], [0.1, 0.2], [1, 2], n_replicates=3)
+    assert np.isnan(r["auc"]).all() and np.isfinite(r["logloss"]).all()
+
+
+def test_bootstrap_is_fast_enough():
+    import time
+
+    rng = np.random.default_rng(0)
+    n, g = 150_000, 30_000
+    groups = rng.integers(0, g, size=n)
+    y = (rng.random(n) < 0.035).astype(float)
+    p = 1.0 / (1.0 + np.exp(-(rng.normal(size=n) + y - 3.5)))
+    t = time.perf_counter()
+    r = bootstrap_replicates(y, p, groups, n_replicates=500)
+    took = time.perf_counter() - t
+    assert r["auc"].shape == (500,) and np.isfinite(r["auc"]).all()
+    assert took < 30, f"500 replicates of 150k rows took {took:.1f}s"  # ~1.5 s on one core; slack for shared CI

@@ -1,0 +1,262 @@
+"""Claims as data: schema checks, hierarchical intervals, verdicts, and the report's Claims sections.
+
+Everything here runs on synthetic metrics dicts shaped like metrics.json (no training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from repro.claims import (
+    BAYES_ROW, compare, evaluate_claims, pairwise, parse_claims, row_samples,
+)
+from repro.errors import ConfigError
+
+B = 500
+# One shared test-set noise per replicate: every model is scored on the same request resamples, so
+# their replicate-b values move together (an easy or hard resample helps or hurts all of them).
+SHARED = np.random.default_rng(123).normal(0.0, 0.004, size=B)
+
+
+def make_runs(auc: float, seed_offsets=(0.0, 0.0, 0.0), *, logloss: float = 0.13, own_sd: float = 0.0004,
+              params: int = 1000, model_bytes: int = 4000, random: bool = True, bootstrap: bool = True,
+              rng_seed: int = 0) -> list[dict]:
+    """A row's metrics.json dicts, one per seed: the seed moves the point value, replicate b adds the
+    shared resample effect plus a little model-specific noise."""
+    rng = np.random.default_rng(rng_seed)
+    runs = []
+    for off in seed_offsets:
+        m = {"profile": {"parameters": params, "model_bytes": model_bytes, "train_samples_per_s": 1e5}}
+        for split, base in (("test", auc), ("test_random", auc - 0.02)) if random else (("test", auc),):
+            point = base + off
+            split_m = {"auc": point, "logloss": logloss - off, "n": 1000.0}
+            if bootstrap:
+                reps = point + SHARED + rng.normal(0.0, own_sd, size=B)
+                split_m["bootstrap"] = {"auc": reps.tolist(), "logloss": (logloss - off - SHARED).tolist(),
+                                       "n_replicates": B, "seed": 0, "unit": "request"}
+            m[split] = split_m
+        runs.append(m)
+    return runs
+
+
+def cond(rows, metric="test AUC", stat="difference", relation=">", threshold=0.0):
+    return {"metric": metric, "rows": list(rows), "stat": stat, "relation": relation, "threshold": threshold}
+
+
+def claim(cid, *conditions, **extra):
+    entry = {"id": cid, "text": f"{cid} as the paper says", "source": "Someone et al. 2020"}
+    if conditions:
+        entry["conditions"] = list(conditions)
+    entry.update(extra)
+    return entry
+
+
+def verdicts(raw, runs, labels=None):
+    return {r.claim.id: r for r in evaluate_claims(parse_claims("test.yaml", raw, labels), runs)}
+
+
+# --------------------------------------------------------------------------- verdicts
+def test_each_verdict_kind():
+    runs = {"A": make_runs(0.780, rng_seed=1), "B": make_runs(0.770, rng_seed=2), "C": make_runs(0.7801, rng_seed=3)}
+    raw = [
+        claim("a-beats-b", cond(["A", "B"])),
+        claim("b-beats-a", cond(["B", "A"])),
+        claim("c-beats-a", cond(["C", "A"])),  # +0.0001 with test noise 0.0004 per model: straddles 0
+        claim("online", not_testable="needs live traffic"),
+        claim("d-beats-a", cond(["D", "A"])),  # D is an experiment row without done runs
+    ]
+    res = verdicts(raw, runs, labels=["A", "B", "C", "D"])
+    assert res["a-beats-b"].verdict == "holds"
+    assert res["b-beats-a"].verdict == "does not hold"
+    assert res["c-beats-a"].verdict == "inconclusive"
+    assert res["online"].verdict == "not testable here" and res["online"].numbers() == "needs live traffic"
+    assert res["d-beats-a"].verdict == "not testable here" and "['D']" in res["d-beats-a"].numbers()
+    # The deciding numbers: point estimate, interval, seeds and replicates.
+    text = res["a-beats-b"].numbers()
+    assert "+0.0100 [" in text and "500 paired request replicates" in text and "3×3 seeds" in text
+    iv = res["a-beats-b"].conditions[0].interval
+    assert iv.lo > 0 and iv.lo < iv.estimate < iv.hi and iv.n_replicates == B
+
+
+def test_compound_claim_needs_every_condition():
+    runs = {"Small": make_runs(0.7795, model_bytes=1000, own_sd=0.0001, rng_seed=4),
+            "Full": make_runs(0.7800, model_bytes=4000, own_sd=0.0001, rng_seed=5)}
+    saving = cond(["Small", "Full"], metric="model bytes", stat="ratio", relation="<=", threshold=0.4)
+    raw = [
+        # "memory saving >= 60% with an AUC drop <= 0.001": both conditions hold
+        claim("ok", saving, cond(["Small", "Full"], relation=">=", threshold=-0.001)),
+        # ... with an AUC drop <= 0.0001 instead: the memory part holds, the AUC part fails
+        claim("too-strict", saving, cond(["Small", "Full"], relation=">=", threshold=-0.0001)),
+        # ... saving >= 80%: fails although the AUC part holds
+        claim("too-much", {**saving, "threshold": 0.2}, cond(["Small", "Full"], relation=">=", threshold=-0.001)),
+    ]
+    res = verdicts(raw, runs)
+    assert [c.verdict for c in res["ok"].conditions] == ["holds", "holds"] and res["ok"].verdict == "holds"
+    assert res["too-strict"].verdict == "does not hold"
+    assert res["too-much"].conditions[1].verdict == "holds" and res["too-much"].verdict == "does not hold"
+    assert "0.2500 (exact: all 3×3 seeds agree)" in res["ok"].numbers()
+
+
+def test_a_compound_claim_with_an_open_condition_is_inconclusive():
+    runs = {"A": make_runs(0.780, rng_seed=1), "B": make_runs(0.770, rng_seed=2), "C": make_runs(0.7801, rng_seed=3)}
+    res = verdicts([claim("mixed", cond(["A", "B"]), cond(["C", "A"]))], runs)
+    assert [c.verdict for c in res["mixed"].conditions] == ["holds", "inconclusive"]
+    assert res["mixed"].verdict == "inconclusive"
+
+
+def test_random_split_and_bayes_row():
+    runs = {"A": make_runs(0.780, rng_seed=1), "B": make_runs(0.770, rng_seed=2, random=False)}
+    for m in runs["A"]:
+        m["bayes"] = {"test": {**m["test"], "auc": 0.83, "bootstrap": {**m["test"]["bootstrap"],
+                                                                        "auc": (0.83 + SHARED).tolist()}}}
+    res = verdicts([claim("rand", cond(["A", "B"]), cond(["A", "B"], metric="random AUC")),
+                    claim("below-bayes", cond([BAYES_ROW, "A"], threshold=0.04))], runs)
+    assert res["rand"].verdict == "not testable here" and "random AUC not measured for ['B']" in res["rand"].numbers()
+    assert "→ holds" in res["rand"].numbers()  # the testable condition still shows its numbers
+    assert res["below-bayes"].verdict == "holds"
+
+
+# --------------------------------------------------------------------------- intervals
+def test_hierarchical_interval_widens_when_seeds_disagree():
+    base = make_runs(0.770, rng_seed=2)
+    agree = compare(row_samples(make_runs(0.780, rng_seed=1), "test AUC"), row_samples(base, "test AUC"))
+    spread = compare(row_samples(make_runs(0.780, (-0.006, 0.0, 0.006), rng_seed=1), "test AUC"),
+                     row_samples(base, "test AUC"))
+    assert agree.estimate == pytest.approx(spread.estimate)
+    assert (spread.hi - spread.lo) > 3 * (agree.hi - agree.lo)
+
+
+def test_pairing_by_request_tightens_the_interval():
+    a, b = make_runs(0.780, rng_seed=1), make_runs(0.778, rng_seed=2)
+    paired = compare(row_samples(a, "test AUC"), row_samples(b, "test AUC"))
+    # The same runs, but B's replicates come from other resamples: the shared noise no longer cancels.
+    shuffled = json.loads(json.dumps(b))
+    perm = np.random.default_rng(0).permutation(B)
+    for m in shuffled:
+        m["test"]["bootstrap"]["auc"] = list(np.asarray(m["test"]["bootstrap"]["auc"])[perm])
+    unpaired = compare(row_samples(a, "test AUC"), row_samples(shuffled, "test AUC"))
+    assert paired.lo > 0 and unpaired.lo < 0 < unpaired.hi
+    assert (unpaired.hi - unpaired.lo) > 3 * (paired.hi - paired.lo)
+
+
+def test_old_runs_fall_back_to_a_seed_only_interval_and_say_so():
+    old = {"A": make_runs(0.780, (-0.001, 0.0, 0.001), bootstrap=False),
+           "B": make_runs(0.770, (-0.001, 0.0, 0.001), bootstrap=False)}
+    res = verdicts([claim("a-beats-b", cond(["A", "B"]))], old)
+    iv = res["a-beats-b"].conditions[0].interval
+    assert iv.method == "seed-only bootstrap" and iv.n_replicates == 0
+    assert "seed-only" in res["a-beats-b"].numbers() and "older runs" in res["a-beats-b"].numbers()
+    assert res["a-beats-b"].verdict == "holds"
+    # Replicates on one side only: also seed-only, never a half-paired interval.
+    mixed = compare(row_samples(make_runs(0.78), "test AUC"), row_samples(old["B"], "test AUC"))
+    assert mixed.method == "seed-only bootstrap"
+
+
+def test_pairwise_covers_every_pair_once():
+    runs = {k: make_runs(v, rng_seed=i) for i, (k, v) in enumerate({"A": 0.78, "B": 0.77, "C": 0.76}.items())}
+    table = pairwise(runs, "test AUC", ["A", "B", "C", "Missing"])
+    assert set(table) == {("A", "B"), ("A", "C"), ("B", "C")}
+    assert table[("A", "C")].estimate == pytest.approx(0.02)
+
+
+# --------------------------------------------------------------------------- schema
+@pytest.mark.parametrize("raw, needle", [
+    ([claim("x", cond(["A", "B"]), sorce="typo")], r"claims\[0\] \('x'\) has unknown key\(s\) \['sorce'\]"),
+    ([claim("x", {**cond(["A", "B"]), "treshold": 0.0})], r"claim 'x' conditions\[0\] has unknown key\(s\) \['treshold'\]"),
+    ([claim("x", {k: v for k, v in cond(["A", "B"]).items() if k != "relation"})], r"lacks key\(s\) \['relation'\]"),
+    ([claim("x", cond(["A", "B"], metric="test AUCC"))], "unknown metric 'test AUCC'"),
+    ([claim("x", cond(["A", "B"], relation="=>"))], "unknown relation '=>'"),
+    ([claim("x", cond(["A", "B"], stat="value"))], "stat 'value' takes 1 row"),
+    ([claim("x", cond(["A", "B"], threshold="zero"))], "threshold must be a finite number"),
+    ([claim("x", cond(["A", "Bee"]))], r"rows \['Bee'\] are not rows of the experiment"),
+    ([claim("x")], "exactly one of `not_testable`"),
+    ([claim("x", cond(["A", "B"]), not_testable="why")], "exactly one of `not_testable`"),
+    ([claim("x", cond(["A", "B"])), claim("x", not_testable="why")], "claim id 'x' appears twice"),
+    ([{"id": "x", "source": "s", "not_testable": "why"}], "needs a non-empty string `text`"),
+    ({"id": "x"}, "claims must be a list"),
+])
+def test_bad_claims_are_config_errors_naming_the_key(raw, needle):
+    with pytest.raises(ConfigError, match=needle) as e:
+        parse_claims("conf/experiment/demo.yaml", raw, labels=["A", "B"])
+    assert str(e.value).startswith("conf/experiment/demo.yaml")
+
+
+def test_declared_claims_parse():
+    from repro.experiments import load_experiment
+    from repro.registry import ROOT
+
+    for name in ("baselines", "baselines_smoke"):
+        spec = load_experiment(name)
+        claims = parse_claims(str(ROOT / "conf/experiment" / f"{name}.yaml"), spec.get("claims"),
+                              labels=[r["label"] for r in spec["runs"]])
+        assert claims and any(c.not_testable for c in claims) and any(c.conditions for c in claims)
+
+
+# --------------------------------------------------------------------------- report
+def write_fake_runs(results, tag, rows, commits=("a" * 40,)):
+    """A results dir as repro.experiments and repro.run write it: index.json, manifests, metrics."""
+    root = results / "runs" / tag
+    rels = []
+    for i, (label, runs) in enumerate(rows.items()):
+        for seed, metrics in enumerate(runs):
+            rel = f"{label}-0000000{i}/seed{seed}"
+            (root / rel).mkdir(parents=True)
+            commit = commits[(i + seed) % len(commits)]
+            manifest = {
+                "label": label, "seed": seed, "status": "done", "config": {"data": {"scale": "smoke"}},
+                "data": {"source": "world", "rows": {"train": 10, "valid": 10, "test": 1000},
+                         "split_protocol": "by request", "fingerprint": "f" * 16},
+                "code": {"commit": commit, "dirty": False, "fingerprint": "c" * 16, "core": commit[:16]},
+                "machine": {"cpu_model": "test cpu", "cores": 2, "gpu": "none"},
+            }
+            metrics = {**metrics, "valid": {"auc": metrics["test"]["auc"]},
+                       "train": {"best_step": 5, "steps": 10, "epochs_run": 1.0},
+                       "profile": {**metrics["profile"], "train_seconds": 1.0, "eval_seconds": 0.5}}
+            metrics["bayes"] = {s: {**metrics[s], "auc": 0.85, "bootstrap": {**metrics[s]["bootstrap"],
+                                                                           "auc": (0.85 + SHARED).tolist()}}
+                                for s in ("test", "test_random") if s in metrics}
+            (root / rel / "manifest.json").write_text(json.dumps(manifest))
+            (root / rel / "metrics.json").write_text(json.dumps(metrics))
+            rels.append(rel)
+    (root / "index.json").write_text(json.dumps({"experiment": "baselines_smoke", "tag": tag,
+                                                 "extra_overrides": [], "runs": rels}))
+
+
+def test_report_ends_with_claims_and_builds_the_claims_index(tmp_path):
+    from repro.report import write_report
+
+    results = tmp_path / "results"
+    write_fake_runs(results, "baselines_smoke", {"LR": make_runs(0.760, (0.0, 0.0), rng_seed=1),
+                                                 "DeepFM": make_runs(0.780, (0.0, 0.0), rng_seed=2)})
+    md, csv, png = write_report("baselines_smoke", results)
+    text = md.read_text()
+    claims_part = text[text.index("## Claims"):]
+    assert "`deepfm-over-lr`" in claims_part and "**holds**" in claims_part
+    assert "**not testable here**: needs live traffic" in claims_part
+    assert "+0.0200 [" in claims_part and "2×2 seeds" in claims_part
+    # Checks: paired intervals against the baseline on test and test_random, and separability.
+    assert "ΔAUC DeepFM − LR (95% interval): test +0.0200 [" in text and "; test_random +0.0200 [" in text
+    assert "Separable on test AUC" in text and "DeepFM > LR" in text and "Not separable: none" in text
+    assert "beyond the seed spread" not in text and "mixes code versions" not in text
+    assert "| AUC test_random |" in text.replace("AUC random slice | AUC test_random", "| AUC test_random |")
+    assert "0.7400" in text  # the test_random column (0.760 - 0.02)
+    index = (results / "claims.md").read_text()
+    assert "holds: 1 · does not hold: 0 · inconclusive: 0 · not testable here: 1" in index
+    assert "**holds**" in index and "`wide-deep-online-acquisitions`" in index and "[`baselines_smoke.md`]" in index
+
+
+def test_report_flags_runs_from_several_code_versions(tmp_path):
+    from repro.report import write_report
+
+    results = tmp_path / "results"
+    write_fake_runs(results, "baselines_smoke", {"LR": make_runs(0.760, (0.0, 0.0), rng_seed=1),
+                                                 "DeepFM": make_runs(0.760, (0.0, 0.0), rng_seed=2)},
+                    commits=("a" * 40, "b" * 40))
+    md, _, _ = write_report("baselines_smoke", results)
+    text = md.read_text()
+    assert "**this table mixes code versions: its runs come from 2 git commits" in text
+    assert "2 harness-core fingerprints" in text
+    assert "**inconclusive**" in text  # equal AUCs: the interval of the difference straddles 0
+    assert "DeepFM ≈ LR" in text or "LR ≈ DeepFM" in text
