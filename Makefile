@@ -7,7 +7,10 @@ STAMP  := $(VENV)/.installed
 FORCE  ?= 0
 EXPERIMENTS ?= baselines
 
-.PHONY: venv test reproduce-all bench report clean-cache
+# Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
+LOCAL  := reproduced
+
+.PHONY: venv test reproduce-all compare promote bench report clean-cache
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +23,21 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# Runs every experiment of conf/experiment/ that is missing or stale, then
-# rebuilds the tables and plots under results/ from the run manifests alone.
+# Reruns every experiment on this machine into $(LOCAL)/ (cached there: a second call reruns
+# nothing), builds its tables and plots there, then compares every cell with the committed
+# reference in results/: $(LOCAL)/reproduction.md.
 reproduce-all: $(STAMP)
-	$(PY) -m repro.experiments $(EXPERIMENTS) --force=$(FORCE)
+	$(PY) -m repro.experiments $(EXPERIMENTS) --results-dir $(LOCAL) --force=$(FORCE)
+	$(PY) -m repro.reproduce compare $(EXPERIMENTS)
 
+compare: $(STAMP)
+	$(PY) -m repro.reproduce compare $(EXPERIMENTS)
+
+# Maintainers: make the local runs the committed reference (results/runs/...) and rebuild its tables.
+promote: $(STAMP)
+	$(PY) -m repro.reproduce promote $(EXPERIMENTS)
+
+# Rebuilds the committed tables and plots under results/ from the committed manifests alone.
 report: $(STAMP)
 	$(PY) -m repro.report $(EXPERIMENTS)
 

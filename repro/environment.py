@@ -1,7 +1,8 @@
-"""What a manifest records about the code and the machine a number came from."""
+"""What a manifest records about the code, the libraries and the machine a number came from."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import os
@@ -10,23 +11,98 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from repro.errors import ReproError
+from repro.io import stable_hash
 from repro.registry import ROOT
 
 PACKAGES = ("torch", "torch-geometric", "numpy", "pandas", "pyarrow", "hydra-core", "omegaconf",
             "scikit-learn", "matplotlib", "nvidia-ml-py", "pytest-benchmark")
-# Folders whose Python source decides what a run computes; results/ and docs do not.
-CODE_DIRS = ("repro", "baselines", "methods", "datasets")
+# Libraries whose version can change a number computed on the same code and data: a run made
+# under other versions of these is stale. (The others are recorded, not compared.)
+NUMERIC_PACKAGES = ("torch", "numpy")
+# The harness core: everything `repro.run` imports, statically and transitively. The report, the
+# experiment driver and the CLI are not in it: editing them changes no number.
+CORE_ENTRY = ROOT / "repro" / "run.py"
+_PROJECT_PACKAGES = ("repro", "baselines", "methods")
 
 
-@lru_cache(maxsize=1)
+def _module_file(module: str) -> Path | None:
+    """The project file of a dotted module name, or None for a third-party module."""
+    parts = module.split(".")
+    if parts[0] not in _PROJECT_PACKAGES:
+        return None
+    base = ROOT.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[Path]:
+    """Project files that ``path`` imports, by reading its syntax tree (nothing is executed).
+
+    Imports inside functions count too (the run imports the trainer lazily, for instance). Each
+    imported module's package ``__init__`` files count as well, since importing runs them."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as e:
+        raise ReproError(f"cannot fingerprint {path}: {e}") from e
+    rel = path.relative_to(ROOT).with_suffix("").parts
+    package = rel[:-1] if path.name != "__init__.py" else rel[:-1]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package[: len(package) - node.level + 1] if node.level > 1 else package
+                base = ".".join([*anchor, node.module] if node.module else anchor)
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            f = _module_file(".".join(parts[:i]))
+            if f is not None:
+                found.add(f)
+    return found
+
+
+def import_closure(entries: list[Path]) -> list[Path]:
+    """``entries`` and every project file they import, transitively, sorted."""
+    seen: set[Path] = set()
+    todo = [Path(e).resolve() for e in entries]
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        todo.extend(_imports(f) - seen)
+    return sorted(seen)
+
+
+def _digest(files: list[Path]) -> tuple[str, dict[str, str]]:
+    per_file = {str(f.relative_to(ROOT)): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files}
+    return stable_hash(per_file, 16), per_file
+
+
+@lru_cache(maxsize=None)
+def code_identity(*entry_files: str) -> dict:
+    """What a run executes: the harness core plus its own plugin modules (model, embedding,
+    source) and what they import. ``fingerprint`` covers all of it, ``core`` the harness alone,
+    ``files`` each file's digest, so a stale run can say which file changed. A new method in
+    ``methods/``, the report or the CLI changes none of these."""
+    core_fp, _ = _digest(import_closure([CORE_ENTRY]))
+    fp, files = _digest(import_closure([CORE_ENTRY, *map(Path, entry_files)]))
+    return {"fingerprint": fp, "core": core_fp, "files": files}
+
+
 def code_fingerprint() -> str:
-    """Hash of every .py file that can change a result: a run is stale when this changes."""
-    h = hashlib.sha256()
-    for d in CODE_DIRS:
-        for path in sorted((ROOT / d).rglob("*.py")):
-            h.update(str(path.relative_to(ROOT)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    """The harness core's fingerprint (what every run executes, whatever its model)."""
+    return code_identity()["core"]
 
 
 def git_state() -> dict:
@@ -39,7 +115,7 @@ def git_state() -> dict:
     commit = git("rev-parse", "HEAD") or "unknown"
     # results/ changes while experiments run; only code and config make a tree dirty here.
     dirty = bool(git("status", "--porcelain", "--", ".", ":(exclude)results"))
-    return {"commit": commit, "dirty": dirty, "fingerprint": code_fingerprint()}
+    return {"commit": commit, "dirty": dirty}
 
 
 def package_versions() -> dict[str, str]:

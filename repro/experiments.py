@@ -2,9 +2,10 @@
 experiments (conf/experiment/NAME.yaml), then rebuild their tables and plots.
 
 An experiment file lists ``runs`` (a table row each: a label and Hydra overrides), ``seeds``,
-``overrides`` shared by every run, a ``budget_minutes`` and a ``report`` block. Each run is
-composed by Hydra exactly as ``python -m repro`` would compose it, and cached by its config hash
-and code fingerprint, so a second call reruns nothing. The experiment's ``index.json`` lists the
+``overrides`` shared by every run, a ``budget_minutes``, a ``report`` block and the paper's
+``claims``. Each run is composed by Hydra exactly as ``python -m repro`` would compose it, and
+cached by the inputs that decide its numbers (``repro.run.staleness``), so a second call reruns
+nothing. All named experiments are planned first, so progress shows the whole job's ETA. The experiment's ``index.json`` lists the
 runs of its current definition; run folders no longer listed are removed (git keeps history).
 """
 
@@ -14,7 +15,11 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -24,7 +29,7 @@ from repro.errors import ConfigError, ReproError
 from repro.io import atomic_write_json, stable_hash
 from repro.registry import ROOT
 
-EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report"}
+EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report", "claims"}
 RUN_ENTRY_KEYS = {"label", "overrides"}
 REPORT_KEYS = {"baseline", "paper"}
 
@@ -59,34 +64,90 @@ def experiment_tag(spec: dict, extra: list[str] = ()) -> str:
     return spec["name"] if not extra else f"{spec['name']}-{stable_hash(list(extra), 8)}"
 
 
-def run_overrides(spec: dict, run: dict, seed: int, extra: list[str] = ()) -> list[str]:
-    return [*spec.get("overrides", []), *run.get("overrides", []), *extra,
+def run_overrides(spec: dict, run: dict, seed: int, extra: list[str] = (), results_dir: str | None = None) -> list[str]:
+    where = [f"results_dir={results_dir}"] if results_dir else []
+    return [*spec.get("overrides", []), *run.get("overrides", []), *extra, *where,
             f"seed={seed}", f"experiment_name={experiment_tag(spec, extra)}", f"label='{run['label']}'"]
 
 
-def run_experiment(name: str, force: bool = False, extra: list[str] = ()) -> list[Path]:
-    """Run what is missing or stale; returns the run folders (``<results>/runs/<tag>/...``)."""
-    from repro.run import execute, resolve
+@dataclass
+class Job:
+    experiment: str
+    label: str
+    seed: int
+    cfg: Any  # the composed Hydra config
+    run_dir: Path
+    reasons: list[str]  # why it must run; empty = cached
+    estimate_s: float  # the reference run's wall time, or an average when there is none
 
-    spec = load_experiment(name)
-    jobs = [(run, seed) for run in spec["runs"] for seed in spec.get("seeds", [0])]
-    started = time.time()
-    run_dirs = []
+
+def plan(names: list[str], force: bool = False, extra: list[str] = (), results_dir: str | None = None) -> list[Job]:
+    """Every run of the named experiments, composed, with what is stale and an estimate of its time."""
+    from repro.run import load_json, resolve, staleness
+
+    jobs = []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for i, (run, seed) in enumerate(jobs, 1):
-            try:
-                cfg = compose("config", overrides=run_overrides(spec, run, seed, extra))
-            except HydraException as e:
-                raise ConfigError(f"experiment {name!r}, run {run['label']!r}: {e}") from e
-            resolved = resolve(cfg)
-            elapsed = time.time() - started
-            print(f"[{name} {i}/{len(jobs)}] {run['label']} seed={seed}  (elapsed {elapsed / 60:.1f} min)", flush=True)
-            execute(cfg, force=force)
-            run_dirs.append(resolved.run_dir)
-    minutes = (time.time() - started) / 60
+        for name in names:
+            spec = load_experiment(name)
+            for run in spec["runs"]:
+                for seed in spec.get("seeds", [0]):
+                    try:
+                        cfg = compose("config", overrides=run_overrides(spec, run, seed, extra, results_dir))
+                    except HydraException as e:
+                        raise ConfigError(f"experiment {name!r}, run {run['label']!r}: {e}") from e
+                    resolved = resolve(cfg)
+                    reasons = ["forced"] if force else staleness(resolved)
+                    reference = ROOT / "results" / resolved.run_dir.relative_to(resolved.run_dir.parents[3])
+                    metrics = load_json(reference / "metrics.json") or {}
+                    prof = metrics.get("profile", {})
+                    estimate = prof.get("run_wall_seconds") or (prof.get("train_seconds", 0) + prof.get("eval_seconds", 0))
+                    jobs.append(Job(name, run["label"], seed, cfg, resolved.run_dir, reasons, float(estimate or 0)))
+    known = [j.estimate_s for j in jobs if j.estimate_s > 0]
+    for j in jobs:
+        if j.estimate_s <= 0:
+            j.estimate_s = float(np.mean(known)) if known else 60.0
+    return jobs
+
+
+def execute_plan(jobs: list[Job]) -> None:
+    """Run the stale jobs in order, printing progress and the whole job's ETA.
+
+    The ETA scales the reference runs' times by how fast this machine has been so far."""
+    from repro.run import execute
+
+    todo = [j for j in jobs if j.reasons]
+    total_est = sum(j.estimate_s for j in todo)
+    print(f"{len(jobs)} runs: {len(jobs) - len(todo)} up to date, {len(todo)} to run "
+          f"(about {total_est / 60:.0f} min at the reference machine's speed)", flush=True)
+    started = time.time()
+    done_est = 0.0
+    for i, job in enumerate(todo, 1):
+        elapsed = time.time() - started
+        speed = elapsed / done_est if done_est > 0 else 1.0
+        eta = (total_est - done_est) * speed
+        print(f"[{i}/{len(todo)}] {job.experiment}: {job.label} seed={job.seed}  "
+              f"(elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min)", flush=True)
+        execute(job.cfg, force=job.reasons == ["forced"])
+        done_est += job.estimate_s
+
+
+def run_experiment(name: str, force: bool = False, extra: list[str] = (), results_dir: str | None = None) -> list[Path]:
+    """Run what is missing or stale; returns the run folders (``<results>/runs/<tag>/...``)."""
+    spec = load_experiment(name)
+    started = time.time()
+    jobs = plan([name], force, extra, results_dir)
+    execute_plan(jobs)
+    finish_experiment(spec, jobs, extra, time.time() - started)
+    return [j.run_dir for j in jobs]
+
+
+def finish_experiment(spec: dict, jobs: list[Job], extra: list[str], seconds: float) -> None:
+    """Check the budget, prune runs the experiment no longer lists and write its index."""
+    minutes = seconds / 60
     budget = spec.get("budget_minutes")
     if budget and minutes > budget:
-        print(f"warning: experiment {name} took {minutes:.1f} min, over its budget of {budget} min", file=sys.stderr)
+        print(f"warning: experiment {spec['name']} took {minutes:.1f} min, over its budget of {budget} min", file=sys.stderr)
+    run_dirs = [j.run_dir for j in jobs]
     root = run_dirs[0].parents[1]  # results/runs/<tag>
     _prune(root, run_dirs)
     atomic_write_json(root / "index.json", {
@@ -95,7 +156,6 @@ def run_experiment(name: str, force: bool = False, extra: list[str] = ()) -> lis
         "extra_overrides": list(extra),
         "runs": [str(d.relative_to(root)) for d in run_dirs],
     })
-    return run_dirs
 
 
 def _prune(root: Path, keep: list[Path]) -> None:
@@ -113,13 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiments", nargs="+", help="names under conf/experiment/")
     parser.add_argument("--force", default="0", help="1 reruns every run")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
+    parser.add_argument("--results-dir", default=None,
+                        help="run store and tables (default: the config's, results/); `make reproduce-all` uses reproduced/")
     args = parser.parse_args(argv)
     from repro.report import write_and_announce
 
+    force = args.force not in ("0", "", "false")
     try:
+        started = time.time()
+        jobs = plan(args.experiments, force, args.override, args.results_dir)
+        execute_plan(jobs)
         for name in args.experiments:
-            dirs = run_experiment(name, force=args.force not in ("0", "", "false"), extra=args.override)
-            write_and_announce(name, results_dir=dirs[0].parents[3], tag=dirs[0].parents[1].name)
+            mine = [j for j in jobs if j.experiment == name]
+            finish_experiment(load_experiment(name), mine, args.override, time.time() - started)
+            results_dir, tag = mine[0].run_dir.parents[3], mine[0].run_dir.parents[1].name
+            write_and_announce(name, results_dir=results_dir, tag=tag)
     except ReproError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,13 +8,28 @@
   ground truth, training history and the profiler's figures.
 
 Both are written atomically; metrics before the manifest says ``done``, so ``done`` implies a
-complete metrics file. A run whose manifest says ``done`` with the same config hash and code
-fingerprint is not run again (``force`` reruns it).
+complete metrics file.
+
+Staleness follows the inputs. A done run is reused exactly when every input that decides its
+numbers is unchanged (``manifest["inputs"]``, compared field by field, see ``staleness``):
+- the resolved config (``auto`` device resolved to the device it will run on);
+- the data: the source's fingerprint (its raw files, or the generator's config and code) and the
+  preparation config, i.e. the prepared cache's key, recomputed now, not only recorded;
+- the code it executes: the harness core plus its own model, embedding and source modules and
+  what they import (``repro.environment.code_identity``); an unrelated method, the report or the
+  CLI is not part of it;
+- the versions of the numeric libraries (torch, numpy).
+``force`` reruns regardless. A stale run says why (which file, which input) before it reruns.
+
+A killed run resumes: the trainer checkpoints into ``seed<k>.partial/`` at every evaluation, and
+the next call continues from there when that folder's inputs equal the run's (else it starts
+afresh).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import shutil
 import time
@@ -28,15 +43,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from repro.data.dataset import PreparedDataset
-from repro.data.prepare import PrepareConfig, prepare
-from repro.environment import git_state, gpu_memory, machine, package_versions
+from repro.data.prepare import PrepareConfig, cache_key, prepare
+from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, gpu_memory, machine, package_versions
 from repro.errors import ConfigError
 from repro.io import atomic_write_json, stable_hash
+from repro import metrics as metric_fns
 from repro.metrics import evaluate
 from repro.profiling import PeakMemory
 from repro.registry import EMBEDDINGS, MODELS, SOURCES, ROOT
 from repro.train import TrainConfig, predict, train
 
+CHECKPOINT = "checkpoint.pt"  # written by the trainer into the run's work folder
 RUN_KEYS = {"data", "model", "embedding", "train", "seed", "experiment_name", "label", "results_dir", "force"}
 DATA_PREP_KEYS = ("name", "min_count", "cache_root")
 
@@ -71,6 +88,8 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
         "train": dataclasses.asdict(_train_config(plain.get("train"))),
         "seed": int(plain.get("seed", 0)),
     }
+    # The device a run computes on decides its numbers: `auto` is resolved before hashing.
+    config["train"]["device"] = _resolved_device(config["train"]["device"])
     hashed = json.loads(json.dumps(config))
     hashed["train"].pop("progress")  # cosmetic: does not change a number
     config_hash = stable_hash(hashed, 16)
@@ -98,6 +117,12 @@ def _train_config(block: Any) -> TrainConfig:
         raise ConfigError(f"train: {e}") from e
 
 
+def _resolved_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def load_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -105,23 +130,72 @@ def load_json(path: Path) -> dict | None:
         return None
 
 
+def make_source(config: dict):
+    data = dict(config["data"])
+    name = data.pop("name")
+    data.pop("min_count")
+    return SOURCES.get(name).factory(SOURCES.config(name, data))
+
+
+def _cache_root(config: dict) -> Path:
+    root = Path(config.get("cache_root", "cache"))
+    return root if root.is_absolute() else ROOT / root
+
+
+def plugin_files(config: dict) -> tuple[str, ...]:
+    """The files of the run's own model, embedding layer and data source."""
+    entries = (MODELS.get(config["model"]["name"]), EMBEDDINGS.get(config["embedding"]["name"]),
+               SOURCES.get(config["data"]["name"]))
+    return tuple(sorted({inspect.getsourcefile(e.factory) for e in entries}))
+
+
+def inputs(run: ResolvedRun) -> dict:
+    """Every input that decides the run's numbers, as it stands now."""
+    config = run.config
+    source = make_source(config)
+    versions = package_versions()
+    return {
+        "config_hash": run.config_hash,
+        "data": cache_key(source, PrepareConfig(min_count=config["data"]["min_count"])),
+        "code": code_identity(*plugin_files(config))["fingerprint"],
+        "versions": {k: versions.get(k) for k in NUMERIC_PACKAGES},
+    }
+
+
+def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None = None) -> list[str]:
+    """Why the run must be (re)done; empty when its done result still stands."""
+    manifest = manifest if manifest is not None else load_json(run.run_dir / "manifest.json")
+    if not manifest:
+        return ["no run yet"]
+    if manifest.get("status") != "done" or not (run.run_dir / "metrics.json").exists():
+        return [f"the last attempt is {manifest.get('status', 'unknown')!r}, not done"]
+    then = manifest.get("inputs")
+    if not then:
+        return ["its manifest predates input tracking"]
+    now = now or inputs(run)
+    reasons = []
+    if then.get("config_hash") != now["config_hash"]:
+        reasons.append("the resolved config changed")
+    if then.get("data") != now["data"]:
+        reasons.append(f"the data changed (prepared-data key {then.get('data')} -> {now['data']})")
+    if then.get("code") != now["code"]:
+        old = manifest.get("code", {}).get("files", {})
+        new = code_identity(*plugin_files(run.config))["files"]
+        changed = sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f))
+        reasons.append(f"the code it executes changed ({', '.join(changed) or 'unknown files'})")
+    for k, v in now["versions"].items():
+        if then.get("versions", {}).get(k) != v:
+            reasons.append(f"{k} {then.get('versions', {}).get(k)} -> {v}")
+    return reasons
+
+
 def is_done(run: ResolvedRun) -> bool:
-    manifest = load_json(run.run_dir / "manifest.json")
-    return bool(
-        manifest
-        and manifest.get("status") == "done"
-        and manifest.get("config_hash") == run.config_hash
-        and manifest.get("code", {}).get("fingerprint") == git_state()["fingerprint"]
-        and (run.run_dir / "metrics.json").exists()
-    )
+    return not staleness(run)
 
 
 def open_data(config: dict, verbose: bool = True) -> PreparedDataset:
-    data = dict(config["data"])
-    name, min_count = data.pop("name"), data.pop("min_count")
-    source = SOURCES.get(name).factory(SOURCES.config(name, data))
-    root = ROOT / config.get("cache_root", "cache") if not Path(config.get("cache_root", "cache")).is_absolute() else Path(config["cache_root"])
-    return PreparedDataset(prepare(source, PrepareConfig(min_count=min_count, cache_root=str(root)), verbose=verbose))
+    prep = PrepareConfig(min_count=config["data"]["min_count"], cache_root=str(_cache_root(config)))
+    return PreparedDataset(prepare(make_source(config), prep, verbose=verbose))
 
 
 def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
@@ -129,43 +203,64 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
 
     The run is built in ``seed<k>.partial/`` and renamed onto ``seed<k>/`` only when it is done,
     so a failing or killed rerun never touches the previous result; a failure leaves its manifest
-    (status ``failed`` with the reason) in ``seed<k>.failed/``.
+    (status ``failed`` with the reason) in ``seed<k>.failed/``. A run killed or interrupted
+    (Ctrl-C) keeps its ``.partial/`` folder and checkpoint, and the next call resumes it.
     """
     run = resolve(cfg)
-    if not force and is_done(run):
-        print(f"[cached] {run.run_dir.relative_to(ROOT) if run.run_dir.is_relative_to(ROOT) else run.run_dir}")
+    now = inputs(run)
+    where = run.run_dir.relative_to(ROOT) if run.run_dir.is_relative_to(ROOT) else run.run_dir
+    reasons = staleness(run, now=now) if not force else ["forced"]
+    if not reasons:
+        print(f"[cached] {where}")
         return load_json(run.run_dir / "manifest.json")
+    if (run.run_dir / "manifest.json").exists():
+        print(f"[stale] {where}: {'; '.join(reasons)}")
 
+    work = _sibling(run.run_dir, ".partial")
+    previous = load_json(work / "manifest.json")
+    resuming = bool(previous and previous.get("inputs") == now and (work / CHECKPOINT).exists())
+    if not resuming:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"[resume] {where} from its last checkpoint")
+    work.mkdir(parents=True, exist_ok=True)
     manifest = {
         "experiment": run.experiment,
         "label": run.label,
         "status": "running",
         "config": run.config,
         "config_hash": run.config_hash,
+        "inputs": now,
         "seed": run.config["seed"],
-        "code": git_state(),
+        "code": {**git_state(), **code_identity(*plugin_files(run.config))},
         "packages": package_versions(),
         "machine": machine(),
-        "started": _now(),
+        "started": previous["started"] if resuming else _now(),
+        "resumed": (previous.get("resumed", 0) + 1) if resuming else 0,
     }
-    work = _sibling(run.run_dir, ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     atomic_write_json(work / "manifest.json", manifest)
     try:
         metrics = _run(run, manifest, work)
         atomic_write_json(work / "metrics.json", metrics)
         manifest.update(status="done", finished=_now())
         atomic_write_json(work / "manifest.json", manifest)
+        for leftover in work.glob("*.pt"):  # checkpoints are for resuming, never results
+            leftover.unlink()
         _replace_dir(work, run.run_dir)
         shutil.rmtree(_sibling(run.run_dir, ".failed"), ignore_errors=True)
         print(f"[done] {run.label} seed={run.config['seed']} test AUC {metrics['test']['auc']:.4f}")
         return manifest
+    except KeyboardInterrupt:
+        manifest.update(status="interrupted", finished=_now())
+        atomic_write_json(work / "manifest.json", manifest)
+        raise
     except BaseException as e:
         manifest.update(status="failed", finished=_now(), reason=f"{type(e).__name__}: {e}",
                         traceback=traceback.format_exc(limit=5))
         atomic_write_json(work / "manifest.json", manifest)
         (work / "metrics.json").unlink(missing_ok=True)
+        for leftover in work.glob("*.pt"):
+            leftover.unlink()
         _replace_dir(work, _sibling(run.run_dir, ".failed"))
         raise
 
@@ -184,7 +279,11 @@ def _replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+BOOTSTRAP_REPLICATES = 500  # paired (by request) replicates stored per evaluated test split
+
+
 def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
+    started = time.perf_counter()
     config = run.config
     data = open_data(config, verbose=config["train"]["progress"])
     manifest["data"] = {"root": str(data.root.name), "fingerprint": data.fingerprint, **{
@@ -198,19 +297,24 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     torch.use_deterministic_algorithms(True, warn_only=True)
     train_cfg = TrainConfig(**config["train"])
     torch.set_num_threads(train_cfg.threads)
+    # Every split but train is evaluated; valid picks the epoch, the others are test sets.
+    splits = [s for s in getattr(data, "splits", ("train", "valid", "test")) if s != "train"]
     metrics: dict[str, Any] = {}
     with PeakMemory() as memory:
         model = MODELS.build(config["model"]["name"], config["model"], data.feature_map, embedding=config["embedding"])
-        result = train(model, data, train_cfg, seed)
-        for split in ("valid", "test"):
+        result = train(model, data, train_cfg, seed, checkpoint_dir=work)
+        predictions = {}
+        for split in splits:
             t = time.perf_counter()
-            p = predict(model, data, split, train_cfg.eval_batch_size)
+            predictions[split] = predict(model, data, split, train_cfg.eval_batch_size)
             predict_s = time.perf_counter() - t
-            metrics[split] = _split_metrics(data, split, p)
-            metrics[split]["predict_rows_per_s"] = len(p) / predict_s
-    truth = {s: data.truth(s) for s in ("valid", "test")}
-    if truth["test"] is not None:
-        metrics["bayes"] = {s: _split_metrics(data, s, truth[s]["p_click"].to_numpy()) for s in ("valid", "test")}
+            metrics[split] = {"predict_rows_per_s": len(predictions[split]) / predict_s}
+    truth = {s: data.truth(s) for s in splits}  # read once per split
+    for split in splits:
+        metrics[split].update(_split_metrics(data, split, predictions[split], truth[split], bootstrap=split != "valid"))
+    if all(truth[s] is not None for s in splits):
+        metrics["bayes"] = {s: _split_metrics(data, s, truth[s]["p_click"].to_numpy(), truth[s], bootstrap=s != "valid")
+                            for s in splits}
     metrics["train"] = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     metrics["history"] = result.history
     metrics["profile"] = {
@@ -218,6 +322,7 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
         "data_wait_share": result.data_seconds / max(result.train_seconds + result.data_seconds, 1e-9),
         "train_seconds": result.train_seconds + result.data_seconds,
         "eval_seconds": result.eval_seconds,
+        "run_wall_seconds": time.perf_counter() - started,  # this call only (a resumed run: since resuming)
         "peak_rss_mb": memory.peak_rss_mb,
         "parameters": model.num_parameters(),
         "model_bytes": model.stored_bytes(),
@@ -228,7 +333,7 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     return metrics
 
 
-def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray) -> dict:
+def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray, truth, bootstrap: bool) -> dict:
     fm = data.feature_map
     y = data.column(split, "label")
     groups = {}
@@ -236,10 +341,19 @@ def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray) -> dict:
         f = fm.group_key(role)
         if f is not None:
             groups[role] = data.column(split, f.name)
-    truth = data.truth(split)
-    subsets = {"random": truth["is_random"].to_numpy()} if truth is not None and "is_random" in truth else None
+    subsets = None
+    if truth is not None and "is_random" in truth:
+        mask = truth["is_random"].to_numpy()
+        subsets = {"random": mask} if not mask.all() else None  # a fully random split is its own metric
     weight = data.column(split, "weight") if fm.weight else None
-    return evaluate(y, p, groups=groups, subsets=subsets, weight=weight)
+    out = evaluate(y, p, groups=groups, subsets=subsets, weight=weight)
+    if bootstrap:
+        unit = "request" if "request" in groups else "row"
+        keys = groups.get("request", np.arange(len(y)))
+        reps = metric_fns.bootstrap_replicates(y, p, keys, n_replicates=BOOTSTRAP_REPLICATES, seed=0, weight=weight)
+        out["bootstrap"] = {**{k: np.asarray(v).tolist() for k, v in reps.items()},
+                            "n_replicates": BOOTSTRAP_REPLICATES, "seed": 0, "unit": unit}
+    return out
 
 
 def _now() -> str:

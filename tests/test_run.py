@@ -61,9 +61,9 @@ def test_nan_loss_fails_clearly_and_keeps_earlier_results(run_config, monkeypatc
     # A forced rerun of the very same run diverges: the earlier result must survive it.
     real_train = run_module.train
 
-    def diverging(model, data, cfg, seed):
-        cfg.lr, cfg.grad_clip_norm, cfg.epochs = 1e30, 0.0, 3
-        return real_train(model, data, cfg, seed)
+    def diverging(model, data, cfg, seed, **kw):
+        cfg.lr, cfg.embedding_lr, cfg.grad_clip_norm, cfg.epochs = 1e30, 1e30, 0.0, 3
+        return real_train(model, data, cfg, seed, **kw)
 
     monkeypatch.setattr(run_module, "train", diverging)
     with pytest.raises(TrainingError, match="loss is|non-finite"):

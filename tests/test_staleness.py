@@ -1,0 +1,163 @@
+"""Staleness follows the inputs: config, data, executed code, numeric library versions; nothing else."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import repro.environment as env
+import repro.run as run_module
+from repro.registry import ROOT
+from repro.run import execute, inputs, resolve, staleness
+
+
+# -- the code a run executes ------------------------------------------------------------------
+@pytest.fixture
+def fake_tree(tmp_path, monkeypatch):
+    """A miniature project: the core (repro/run.py -> repro/train.py), two methods, a report."""
+    files = {
+        "repro/__init__.py": "",
+        "repro/run.py": "from repro.train import fit\nimport numpy\n",
+        "repro/train.py": "from .layers import MLP\n\ndef fit():\n    from repro import io\n",
+        "repro/layers.py": "MLP = 1\n",
+        "repro/io.py": "X = 1\n",
+        "repro/report.py": "from repro.run import *\n",
+        "methods/__init__.py": "",
+        "methods/a.py": "from methods import common\nfrom repro.layers import MLP\n",
+        "methods/common.py": "Y = 2\n",
+        "methods/b.py": "Z = 3\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.setattr(env, "ROOT", tmp_path)
+    monkeypatch.setattr(env, "CORE_ENTRY", tmp_path / "repro" / "run.py")
+    env.code_identity.cache_clear()
+    yield tmp_path
+    env.code_identity.cache_clear()
+
+
+def identity(tree: Path) -> dict:
+    env.code_identity.cache_clear()
+    return env.code_identity(str(tree / "methods" / "a.py"))
+
+
+def test_the_executed_code_is_the_core_plus_the_runs_own_modules(fake_tree):
+    files = set(identity(fake_tree)["files"])
+    assert files == {"repro/__init__.py", "repro/run.py", "repro/train.py", "repro/layers.py", "repro/io.py",
+                     "methods/__init__.py", "methods/a.py", "methods/common.py"}
+
+
+@pytest.mark.parametrize("edited, triggers", [
+    ("repro/train.py", True),      # core, imported by the run
+    ("repro/io.py", True),         # core, imported inside a function
+    ("methods/a.py", True),        # the run's own model
+    ("methods/common.py", True),   # what the model imports
+    ("methods/b.py", False),       # an unrelated method
+    ("repro/report.py", False),    # the report
+])
+def test_an_edit_triggers_exactly_when_the_run_executes_the_file(fake_tree, edited, triggers):
+    before = identity(fake_tree)
+    (fake_tree / edited).write_text((fake_tree / edited).read_text() + "\n# edited\n")
+    after = identity(fake_tree)
+    assert (before["fingerprint"] != after["fingerprint"]) is triggers
+    if triggers:
+        assert before["files"][edited] != after["files"][edited]
+
+
+def test_a_new_method_file_changes_nothing(fake_tree):
+    before = identity(fake_tree)
+    (fake_tree / "methods" / "new_method.py").write_text("W = 4\n")
+    assert identity(fake_tree) == before
+
+
+# -- a real run: every trigger and non-trigger -------------------------------------------------
+@pytest.fixture
+def done_run(run_config):
+    cfg = run_config()
+    execute(cfg)
+    return cfg, resolve(cfg)
+
+
+def test_a_done_run_with_unchanged_inputs_is_fresh(done_run):
+    cfg, run = done_run
+    assert staleness(run) == []
+    # cosmetic: the progress flag is not an input
+    assert staleness(resolve({**cfg, "train": {**cfg["train"], "progress": True}})) == []
+
+
+def test_a_changed_config_is_stale(done_run):
+    cfg, _ = done_run
+    other = resolve({**cfg, "train": {**cfg["train"], "lr": 0.01}})
+    # another config is another run folder: it has no result yet
+    assert staleness(other) == ["no run yet"]
+    # the same folder with another config (e.g. a changed default) says so
+    manifest = json.loads((resolve(cfg).run_dir / "manifest.json").read_text())
+    other.run_dir = resolve(cfg).run_dir
+    assert any("config" in r for r in staleness(other, manifest=manifest))
+
+
+def test_auto_device_is_resolved_before_hashing(run_config):
+    cfg = run_config()
+    auto = resolve({**cfg, "train": {**cfg["train"], "device": "auto"}})
+    assert auto.config["train"]["device"] in ("cpu", "cuda")
+    if auto.config["train"]["device"] == "cpu":
+        assert auto.config_hash == resolve(cfg).config_hash
+
+
+def test_changed_numeric_library_versions_make_a_run_stale(done_run, monkeypatch):
+    _, run = done_run
+    real = run_module.package_versions
+    monkeypatch.setattr(run_module, "package_versions", lambda: {**real(), "torch": "9.9.9"})
+    assert any("torch" in r for r in staleness(run))
+    monkeypatch.setattr(run_module, "package_versions", lambda: {**real(), "matplotlib": "0.0"})
+    assert staleness(run) == []  # recorded, not an input
+
+
+def test_changed_code_makes_a_run_stale_and_names_the_file(done_run, monkeypatch):
+    _, run = done_run
+    real = run_module.code_identity
+
+    def edited(*files):
+        ident = real(*files)
+        return {**ident, "fingerprint": "0" * 16, "files": {**ident["files"], "repro/train.py": "edited"}}
+
+    monkeypatch.setattr(run_module, "code_identity", edited)
+    reasons = staleness(run)
+    assert len(reasons) == 1 and "repro/train.py" in reasons[0]
+
+
+def test_a_manifest_without_inputs_is_stale(done_run):
+    _, run = done_run
+    manifest = json.loads((run.run_dir / "manifest.json").read_text())
+    manifest.pop("inputs")
+    assert staleness(run, manifest=manifest) == ["its manifest predates input tracking"]
+
+
+# -- data: a replaced raw file changes the data key ---------------------------------------------
+SAMPLES = ROOT.parent / "shared" / "ctr_samples" / "fuxictr_tiny_csv"
+
+
+def test_replacing_a_raw_data_file_makes_runs_stale(tmp_path, run_config):
+    if not SAMPLES.exists():
+        pytest.skip(f"shared sample files not found at {SAMPLES} (../shared must sit beside the checkout)")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split in ("train", "valid", "test"):
+        shutil.copy(SAMPLES / f"{split}_sample.csv", raw / f"{split}.csv")
+    cfg = run_config()
+    cfg["data"] = {"name": "taobao_ad", "min_count": 1, "cache_root": str(tmp_path / "cache"), "data_dir": str(raw)}
+    run = resolve(cfg)
+    before = inputs(run)
+    manifest = {"status": "done", "inputs": before}
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "metrics.json").write_text("{}")
+    assert staleness(run, manifest=manifest) == []
+    lines = (raw / "test.csv").read_text().splitlines()
+    (raw / "test.csv").write_text("\n".join(lines[:-1]) + "\n")  # the user replaced a file: one row fewer
+    after = inputs(run)
+    assert before["data"] != after["data"] and before["code"] == after["code"]
+    assert before["config_hash"] == after["config_hash"]
+    reasons = staleness(run, manifest=manifest)
+    assert len(reasons) == 1 and "data changed" in reasons[0]
