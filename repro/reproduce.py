@@ -192,7 +192,7 @@ def promote(names: list[str], local: Path = LOCAL, reference: Path = REFERENCE) 
         tmp.rename(dst)
         shutil.rmtree(old, ignore_errors=True)
         print(f"promoted {src} -> {dst}")
-        write_and_announce(name, results_dir=reference)
+        write_and_announce(index.get("experiment", name), results_dir=reference, tag=name)
 
 
 def verify(run_dir: Path, local: Path = LOCAL) -> int:

@@ -69,7 +69,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # coupled L2 on dense parameters only (never on embedding tables)
     embedding_optimizer: str = "sparse_adam"  # sparse_adam (lazy, touched rows only) | adam (dense)
     embedding_lr: Optional[float] = None  # null = lr
-    embedding_l2: float = 1e-2  # strength of the penalty on looked-up embedding vectors
+    embedding_l2: float = 1e-4  # strength of the penalty on looked-up embedding vectors
     # frequency: each occurrence of value v weighted N / n_v (mini-batch-aware L2, = full-table L2
     # in expectation); occurrence: weight 1. See repro.embeddings.EmbeddingLayer.
     embedding_l2_by: str = "frequency"

@@ -13,7 +13,7 @@ from repro.reproduce import promote, tolerance, verdict, verify, write_compariso
 def reference(tmp_path_factory, cache_root):
     """The smoke experiment run once into a 'committed' results folder."""
     ref = tmp_path_factory.mktemp("reference")
-    extra = ["data.scale=smoke", f"data.cache_root={cache_root}", "train.epochs=1", "train.progress=false",
+    extra = ["data.scale=smoke", f"data.cache_root={cache_root}", "train.epochs=1", "train.lr=0.01", "train.progress=false",
              "embedding.dim=4"]
     dirs = run_experiment("baselines_smoke", extra=extra, results_dir=str(ref))
     return ref, dirs[0].parents[1].name, extra

@@ -90,7 +90,7 @@ def test_report_numbers_come_from_manifests(tmp_path, cache_root):
     from repro.report import write_report
 
     results = tmp_path / "results"
-    extra = ["data.scale=smoke", f"data.cache_root={cache_root}", f"results_dir={results}", "train.epochs=1",
+    extra = ["data.scale=smoke", f"data.cache_root={cache_root}", f"results_dir={results}", "train.epochs=1", "train.lr=0.01",
              "train.progress=false", "embedding.dim=4"]
     dirs = run_experiment("baselines_smoke", extra=extra)
     tag = dirs[0].parents[1].name
@@ -137,3 +137,33 @@ def test_cli_reports_bad_input_in_one_line():
         assert r.returncode == 2, r.stderr
         assert needle in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted_one(run_config, tmp_path,
+                                                                                       monkeypatch, capsys):
+    import repro.train as trainer
+
+    whole = {**run_config(epochs=2), "results_dir": str(tmp_path / "whole")}
+    execute(whole)
+    cut = run_config(epochs=2)
+    steps_per_epoch = -(-100_000 // 2048)
+
+    def interrupt(step):
+        if step == steps_per_epoch + 5:  # in epoch 2, after the first checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_after_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        execute(cut)
+    run = resolve(cut)
+    work = run.run_dir.with_name(run.run_dir.name + ".partial")
+    assert json.loads((work / "manifest.json").read_text())["status"] == "interrupted"
+    assert (work / "checkpoint.pt").exists() and not (run.run_dir / "manifest.json").exists()
+    monkeypatch.setattr(trainer, "_after_step", None)
+    capsys.readouterr()
+    manifest = execute(cut)
+    assert "[resume]" in capsys.readouterr().out and manifest["resumed"] == 1
+    assert not list(run.run_dir.glob("*.pt")) and not work.exists()
+    a, _ = metrics_of(whole)
+    b, _ = metrics_of(cut)
+    assert a["test"]["auc"] == b["test"]["auc"] and a["history"] == b["history"]
