@@ -89,7 +89,7 @@ def test_a_done_run_with_unchanged_inputs_is_fresh(done_run):
 
 def test_a_changed_config_is_stale(done_run):
     cfg, _ = done_run
-    other = resolve({**cfg, "train": {**cfg["train"], "lr": 0.01}})
+    other = resolve({**cfg, "train": {**cfg["train"], "lr": 0.02}})
     # another config is another run folder: it has no result yet
     assert staleness(other) == ["no run yet"]
     # the same folder with another config (e.g. a changed default) says so
