@@ -16,7 +16,7 @@ class DeepFMConfig(MLPConfig):
 class DeepFM(CTRModel):
     def __init__(self, feature_map, cfg: DeepFMConfig, embedding=None) -> None:
         super().__init__(feature_map)
-        self.linear = FirstOrder(feature_map)
+        self.linear = FirstOrder(feature_map, embedding)
         self.embed = FieldEmbedder(feature_map, embedding)
         self.mlp = MLP.from_config(self.embed.flat_dim, cfg, out_dim=1)
 

@@ -16,7 +16,7 @@ class FMConfig:
 class FactorizationMachine(CTRModel):
     def __init__(self, feature_map, cfg: FMConfig, embedding=None) -> None:
         super().__init__(feature_map)
-        self.linear = FirstOrder(feature_map)
+        self.linear = FirstOrder(feature_map, embedding)
         self.embed = FieldEmbedder(feature_map, embedding)
 
     def forward(self, batch):

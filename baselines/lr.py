@@ -16,7 +16,7 @@ class LRConfig:
 class LogisticRegression(CTRModel):
     def __init__(self, feature_map, cfg: LRConfig, embedding=None) -> None:
         super().__init__(feature_map)
-        self.linear = FirstOrder(feature_map)
+        self.linear = FirstOrder(feature_map, embedding)
 
     def forward(self, batch):
         return self.linear(batch)

@@ -16,7 +16,7 @@ class WideDeepConfig(MLPConfig):
 class WideDeep(CTRModel):
     def __init__(self, feature_map, cfg: WideDeepConfig, embedding=None) -> None:
         super().__init__(feature_map)
-        self.wide = FirstOrder(feature_map)
+        self.wide = FirstOrder(feature_map, embedding)
         self.embed = FieldEmbedder(feature_map, embedding)
         self.deep = MLP.from_config(self.embed.flat_dim, cfg, out_dim=1)
 

@@ -1,7 +1,7 @@
 """Embedding layers: categorical indices [B, F] -> vectors [B, F, dim].
 
-Every layer is registered under a short name (``full`` here; compressed and quantised layers
-arrive as files in ``methods/``), honours the training contract of ``EmbeddingLayer`` (a penalty on
+Every layer is registered under a short name (``full`` here; the hashing family in
+``baselines/embeddings/``, BH and AMTL in ``methods/model_deepening/``), honours the training contract of ``EmbeddingLayer`` (a penalty on
 the vectors it looked up, optional sparse gradients) and reports two sizes: ``num_parameters()`` (what training
 holds) and ``stored_bytes()`` (what a server would hold, which differs for masked or quantised
 tables). Any model runs with any embedding layer, because models only see this interface.
@@ -9,6 +9,7 @@ tables). Any model runs with any embedding layer, because models only see this i
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,15 @@ class EmbeddingLayer(nn.Module):
       ``sparse_parameters()``; those go to a sparse optimizer (``SparseAdam``), every other
       parameter of the layer to the dense one. Layers that cannot, simply keep the defaults.
     - **Sizes**: ``num_parameters()`` (what training holds) and ``stored_bytes()`` (what a server
-      would hold).
+      would hold), and optionally ``bytes_by_field()``, the stored bytes per categorical field.
+    - **Inputs**: ``forward(cat, raw=None)``; ``cat`` [B, F] are the vocabulary indices (the layer is
+      built from the feature map, which carries the train-only ``frequencies``). A layer that hashes
+      raw values sets ``uses_raw_ids = True`` and then also gets ``raw`` [B, F], the raw-value
+      hashes (``repro.data.prepare.raw_hash``), so values outside the vocabulary keep their identity.
+    - **First-order weights**: a model's per-value scalar weights (``repro.layers.FirstOrder``) are
+      built by the same scheme through ``first_order(feature_map, cfg)``, by default the layer
+      at ``dim=1`` with zero initialisation, so a compressed embedding compresses every per-value
+      parameter. A scheme overrides it where dim 1 or a zero start does not work for it.
 
     Find every embedding layer of a model with ``embedding_layers(model)`` (it includes the
     dim-1 first-order table of ``repro.layers.FirstOrder``).
@@ -57,6 +66,7 @@ class EmbeddingLayer(nn.Module):
 
     dim: int
     supports_sparse_grad: bool = False
+    uses_raw_ids: bool = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,6 +83,15 @@ class EmbeddingLayer(nn.Module):
 
     def stored_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def bytes_by_field(self) -> dict[str, int] | None:
+        """Stored bytes per categorical field, when the layer can attribute them (None if not)."""
+        return None
+
+    @classmethod
+    def first_order(cls, feature_map: FeatureMap, cfg: "EmbeddingConfig") -> "EmbeddingLayer":
+        """The scheme's table of per-value scalar weights: itself at dim 1, starting at zero."""
+        return cls(feature_map, dataclasses.replace(cfg, dim=1, init_std=0.0))
 
     # -- the penalty contract -------------------------------------------------------------
     def remember(self, out: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
@@ -134,9 +153,16 @@ def embedding_layers(model: nn.Module) -> list[EmbeddingLayer]:
 
 
 @dataclass
-class FullEmbeddingConfig:
+class EmbeddingConfig:
+    """What every scheme's config has (each scheme's dataclass extends it)."""
+
     dim: int = 16
     init_std: float = 1e-2
+
+
+@dataclass
+class FullEmbeddingConfig(EmbeddingConfig):
+    pass
 
 
 @register_embedding("full", config=FullEmbeddingConfig)
@@ -160,15 +186,23 @@ class FullEmbedding(EmbeddingLayer):
         with torch.no_grad():
             self.weight[self.offsets] = 0.0
 
-    def forward(self, cat: torch.Tensor) -> torch.Tensor:
+        self._vocab = {f.name: f.vocab_size for f in feature_map.categorical}
+
+    def forward(self, cat: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
         out = nn.functional.embedding(cat + self.offsets, self.weight, sparse=self.sparse_grad)
         return self.remember(out * (cat != 0).unsqueeze(-1).to(out.dtype), cat)
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         return [self.weight] if self.sparse_grad else []
 
+    def bytes_by_field(self) -> dict[str, int]:
+        return {name: n * self.dim * self.weight.element_size() for name, n in self._vocab.items()}
 
-def build_embedding(feature_map: FeatureMap, block) -> EmbeddingLayer:
-    """Build the embedding layer named by ``block.name`` (default ``full``)."""
+
+def build_embedding(feature_map: FeatureMap, block, first_order: bool = False) -> EmbeddingLayer:
+    """Build the embedding layer named by ``block.name`` (default ``full``); with ``first_order``,
+    the same scheme's table of per-value scalar weights (``EmbeddingLayer.first_order``)."""
     name = block.get("name", "full") if block is not None else "full"
-    return EMBEDDINGS.build(name, block, feature_map)
+    if not first_order:
+        return EMBEDDINGS.build(name, block, feature_map)
+    return EMBEDDINGS.get(name).factory.first_order(feature_map, EMBEDDINGS.config(name, block))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from repro.data.featuremap import FeatureMap
-from repro.embeddings import EmbeddingLayer, FullEmbedding, FullEmbeddingConfig, build_embedding
+from repro.embeddings import EmbeddingLayer, build_embedding
 
 Batch = dict[str, torch.Tensor]
 
@@ -38,7 +38,7 @@ class FieldEmbedder(nn.Module):
         return self.num_fields * self.dim
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        parts = [self.categorical(batch["cat"])]
+        parts = [self.categorical(batch["cat"], batch.get("raw"))]
         if self.scalar_idx:
             x = batch["dense"][:, self.scalar_idx]
             parts.append(x.unsqueeze(-1) * self.scalar)
@@ -50,18 +50,20 @@ class FieldEmbedder(nn.Module):
 class FirstOrder(nn.Module):
     """Bias + one weight per categorical value + a linear map of the dense columns (LR's logit).
 
-    The per-value weights are a dim-1 ``FullEmbedding``, so the trainer treats them as an embedding
-    table like any other: the lookup penalty (``train.embedding_l2``) and sparse updates apply.
+    The per-value weights are the model's embedding scheme at dim 1 (``build_embedding(...,
+    first_order=True)``; a dim-1 ``FullEmbedding`` for ``embedding=full``), so a compressed
+    embedding compresses them too, and the trainer treats them as an embedding table like any
+    other: the lookup penalty (``train.embedding_l2``) and sparse updates apply.
     """
 
-    def __init__(self, feature_map: FeatureMap) -> None:
+    def __init__(self, feature_map: FeatureMap, embedding_block=None) -> None:
         super().__init__()
-        self.weights = FullEmbedding(feature_map, FullEmbeddingConfig(dim=1, init_std=0.0))
+        self.weights = build_embedding(feature_map, embedding_block, first_order=True)
         self.dense = nn.Linear(feature_map.num_dense, 1) if feature_map.num_dense else None
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        out = self.weights(batch["cat"]).sum(dim=(1, 2)) + self.bias
+        out = self.weights(batch["cat"], batch.get("raw")).sum(dim=(1, 2)) + self.bias
         if self.dense is not None:
             out = out + self.dense(batch["dense"]).squeeze(-1)
         return out

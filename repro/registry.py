@@ -4,7 +4,8 @@ Each entry is a factory plus a config dataclass. Building from a config block va
 against the dataclass, so a misspelt key fails with a message naming it instead of being ignored.
 
 A new model is one file that decorates its class with ``@register_model("name", config=Cfg)``;
-``load_plugins()`` imports every module of ``baselines/``, ``methods/`` and ``datasets/`` (the
+``load_plugins()`` imports every module of ``baselines/`` and ``methods/`` (sub-packages included)
+and ``datasets/`` (the
 last by file path: a top-level package named ``datasets`` would shadow Hugging Face's).
 """
 
@@ -111,9 +112,10 @@ def load_plugins() -> None:
     importlib.import_module("repro.embeddings")
     for package in ("baselines", "methods"):
         pkg = importlib.import_module(package)
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{package}.{info.name}")
+        # Sub-packages too (methods/model_deepening/, baselines/embeddings/, ...), in a fixed order.
+        for info in sorted(pkgutil.walk_packages(pkg.__path__, prefix=f"{package}."), key=lambda i: i.name):
+            if not any(part.startswith("_") for part in info.name.split(".")[1:]):
+                importlib.import_module(info.name)
     for path in sorted((ROOT / "datasets").glob("*.py")):
         if path.name.startswith("_"):
             continue

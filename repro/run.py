@@ -46,6 +46,7 @@ from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, cache_key, prepare
 from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, gpu_memory, machine, package_versions
 from repro.errors import ConfigError
+from repro.embeddings import embedding_layers
 from repro.io import atomic_write_json, stable_hash
 from repro import metrics as metric_fns
 from repro.metrics import evaluate
@@ -326,6 +327,8 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
         "peak_rss_mb": memory.peak_rss_mb,
         "parameters": model.num_parameters(),
         "model_bytes": model.stored_bytes(),
+        **embedding_sizes(model),
+        "lookup_ms_4096": lookup_latency_ms(model, data, splits[-1] if splits else "valid"),
         "threads": train_cfg.threads,
         "device": str(next(model.parameters()).device),
         **gpu_memory(),
@@ -341,12 +344,16 @@ def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray, truth, boot
         f = fm.group_key(role)
         if f is not None:
             groups[role] = data.column(split, f.name)
-    subsets = None
+    subsets = {}
     if truth is not None and "is_random" in truth:
         mask = truth["is_random"].to_numpy()
-        subsets = {"random": mask} if not mask.all() else None  # a fully random split is its own metric
+        if not mask.all():  # a fully random split is its own metric
+            subsets["random"] = mask
+    tail = tail_rows(data, split)
+    if tail is not None and tail.any():
+        subsets["tail"] = tail
     weight = data.column(split, "weight") if fm.weight else None
-    out = evaluate(y, p, groups=groups, subsets=subsets, weight=weight)
+    out = evaluate(y, p, groups=groups, subsets=subsets or None, weight=weight)
     if bootstrap:
         unit = "request" if "request" in groups else "row"
         keys = groups.get("request", np.arange(len(y)))
@@ -354,6 +361,71 @@ def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray, truth, boot
         out["bootstrap"] = {**{k: np.asarray(v).tolist() for k, v in reps.items()},
                             "n_replicates": BOOTSTRAP_REPLICATES, "seed": 0, "unit": unit}
     return out
+
+
+TAIL_ROLES = ("user", "query", "ad", "creative")  # the entity-ID fields whose rarity defines the tail
+TAIL_SHARE = 0.1
+
+
+def tail_rows(data: PreparedDataset, split: str) -> np.ndarray | None:
+    """The rows whose IDs are in the bottom frequency decile: a row's rarity is the smallest
+    training count among its entity-ID fields (roles user, query, ad, creative; every categorical
+    field when a data set declares none of them), and the tail is every row at or below the
+    split's 10% quantile of rarity (ties included, so it may hold more than 10% of the rows).
+    Counts are the train split's; a value unseen in train (OOV) counts 0."""
+    fm = data.feature_map
+    fields = [f for f in fm.categorical if set(f.roles) & set(TAIL_ROLES)] or fm.categorical
+    if not fields or fm.frequencies is None:
+        return None
+    rarity = None
+    for f in fields:
+        counts = np.asarray(fm.frequencies[f.name])[data.column(split, f.name)]
+        rarity = counts if rarity is None else np.minimum(rarity, counts)
+    return rarity <= np.quantile(rarity, TAIL_SHARE)
+
+
+def lookup_latency_ms(model: torch.nn.Module, data: PreparedDataset, split: str, batch_size: int = 4096,
+                      repeats: int = 7) -> float:
+    """Median milliseconds of one inference lookup of ``batch_size`` rows through every embedding
+    layer of ``model`` (the first-order tables included): a speed figure, never judged."""
+    layers = embedding_layers(model)
+    if not layers:
+        return 0.0
+    device = next(model.parameters()).device
+    batch = next(data.batches(split, batch_size))
+    cat, raw = batch["cat"].to(device), batch.get("raw")
+    raw = raw.to(device) if raw is not None else None
+    was_training = model.training
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for layer in layers:
+                layer(cat, raw)
+            times.append(time.perf_counter() - t)
+    model.train(was_training)
+    return 1000.0 * float(np.median(times))
+
+
+def embedding_sizes(model: torch.nn.Module) -> dict:
+    """Parameters and stored bytes of every embedding layer (first-order tables included), in
+    total and per categorical field where the layers can attribute them."""
+    layers = embedding_layers(model)
+    by_field: dict[str, int] = {}
+    attributable = True
+    for layer in layers:
+        part = layer.bytes_by_field()
+        if part is None:
+            attributable = False
+            continue
+        for name, b in part.items():
+            by_field[name] = by_field.get(name, 0) + int(b)
+    return {
+        "embedding_parameters": int(sum(layer.num_parameters() for layer in layers)),
+        "embedding_bytes": int(sum(layer.stored_bytes() for layer in layers)),
+        "embedding_bytes_by_field": by_field if attributable else None,
+    }
 
 
 def _now() -> str:

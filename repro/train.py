@@ -261,6 +261,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def predict(model: CTRModel, data: PreparedDataset, split: str, batch_size: int) -> np.ndarray:
     """Click probabilities for every row of ``split``, in the split's row order."""
     was_training = model.training
+    data.raw_ids = uses_raw_ids(model)
     model.eval()
     device = next(model.parameters()).device
     out = [torch.sigmoid(logit_of(model(to_device(b, device)))) for b in data.batches(split, batch_size, shuffle=False)]
@@ -270,6 +271,11 @@ def predict(model: CTRModel, data: PreparedDataset, split: str, batch_size: int)
         raise TrainingError(f"the model predicts {int((~np.isfinite(p)).sum())} non-finite values on {split!r} "
                             f"(its weights diverged); try a lower train.lr or another seed")
     return p
+
+
+def uses_raw_ids(model: torch.nn.Module) -> bool:
+    """Whether any embedding layer of ``model`` hashes raw values (batches must carry ``raw``)."""
+    return any(layer.uses_raw_ids for layer in embedding_layers(model))
 
 
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -345,6 +351,7 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
     model.to(device)
     optimizers = make_optimizers(model, cfg)
     layers = embedding_layers(model)
+    data.raw_ids = uses_raw_ids(model)
     for layer in layers:  # the penalty's per-value weights, from the train-only frequencies
         layer.set_frequencies(data.frequencies, data.num_rows("train"), by=cfg.embedding_l2_by)
     steps_per_epoch = math.ceil(data.num_rows("train") / cfg.batch_size)

@@ -3,6 +3,8 @@
 A batch is a dict of tensors, built by slicing whole columns (no per-row Python):
 - ``cat``    [B, F] int64: categorical indices in ``feature_map.categorical`` order;
 - ``dense``  [B, D] float32: dense and vector columns in ``feature_map.dense_columns`` order;
+- ``raw``    [B, F] int64, only when ``raw_ids`` is set (a model that hashes raw values asks for
+  it): the raw-value hash of every categorical field (see ``repro.data.prepare.raw_hash``);
 - ``label``  [B] float32; ``weight`` [B] float32 when the data set has one;
 - role tensors, views of the above: ``position``, ``scene``, ``user``, ``query``, ``ad``,
   ``creative`` ([B] int64), ``bid`` ([B] or [B, k]), ``content`` ([B, dim]), and ``request`` [B]
@@ -28,6 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from repro.data.featuremap import FeatureMap
+from repro.data.prepare import raw_column
 from repro.errors import DataError
 
 Batch = dict[str, torch.Tensor]
@@ -45,12 +48,32 @@ class PreparedDataset:
         self.provenance = json.loads((self.root / "provenance.json").read_text())
         self.max_rows_in_memory = max_rows_in_memory
         self._memory: dict[str, Batch] = {}
+        self._raw_ids = False
         if "train" not in self.splits or "valid" not in self.splits:
             raise DataError(f"prepared data set {self.root} records no train or valid split ({self.splits}); "
                             f"delete it to rebuild it")
         for split in self.splits:
             if not self.split_path(split).exists():
                 raise DataError(f"prepared data set {self.root} lacks its {split!r} split ({self.split_path(split)})")
+        # The data contract hands every model the train-only counts (embedding layers that size
+        # or mask rows by frequency read them from the feature map they are built with).
+        self.feature_map.frequencies = self.frequencies
+        self.feature_map.train_rows = self.num_rows("train")
+
+    @property
+    def raw_ids(self) -> bool:
+        """Whether batches carry ``raw`` (the raw-value hashes); set by the trainer for a model
+        whose embedding layers hash raw values, so no other model pays for reading them."""
+        return self._raw_ids
+
+    @raw_ids.setter
+    def raw_ids(self, wanted: bool) -> None:
+        if wanted and not self.feature_map.extra.get("raw_ids"):
+            raise DataError(f"prepared data set {self.root} has no raw-value hashes (prepared before they "
+                            f"existed); delete it to rebuild it")
+        if wanted != self._raw_ids:
+            self._memory.clear()
+        self._raw_ids = bool(wanted)
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -151,6 +174,9 @@ class PreparedDataset:
             if fm.categorical:
                 cat = np.stack([table.column(f.name).to_numpy() for f in fm.categorical], axis=1)
                 out["cat"] = torch.from_numpy(cat.astype(np.int64, copy=False))
+                if self._raw_ids:
+                    raw = np.stack([table.column(raw_column(f.name)).to_numpy() for f in fm.categorical], axis=1)
+                    out["raw"] = torch.from_numpy(raw.astype(np.int64, copy=False))
             dense_cols = fm.dense_columns
             if dense_cols:
                 dense = np.stack([table.column(c).to_numpy() for c in dense_cols], axis=1)

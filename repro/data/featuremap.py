@@ -55,6 +55,10 @@ class FeatureMap:
     label: str = "label"
     weight: str | None = None
     extra: dict = field(default_factory=dict)
+    # Set by the loader, never serialised: the training split's count of every encoded index per
+    # field ([missing, kept values..., OOV]) and its row count. None for a bare feature map.
+    frequencies: dict | None = field(default=None, repr=False, compare=False)
+    train_rows: int | None = field(default=None, repr=False, compare=False)
 
     # -- views used by the loader and by models -------------------------------------------
     @property
@@ -99,6 +103,13 @@ class FeatureMap:
             if f.kind == "key" and role in f.roles:
                 return f
         return self.by_role(role)
+
+    def field_frequencies(self, name: str):
+        """Training counts of field ``name``'s encoded indices (numpy int64, length vocab_size)."""
+        if self.frequencies is None or name not in self.frequencies:
+            raise DataError(f"feature map of {self.dataset!r} carries no training frequencies for {name!r} "
+                            f"(build the model from a PreparedDataset's feature map)")
+        return self.frequencies[name]
 
     def categorical_index(self, name: str) -> int:
         """Column of ``batch['cat']`` that holds field ``name``."""

@@ -4,6 +4,14 @@ Two streaming passes, so no split is ever held in memory whole:
 1. over the training split: count every categorical value (and reject bad rows);
 2. over every split: encode through the training vocabulary and write parquet row groups.
 
+Raw-value identity: beside each categorical column ``<field>`` the cache holds ``<field>__raw``, a
+stable 63-bit hash of the raw value (0 for missing), so a method that hashes values (the hashing
+trick, BH) gives distinct values distinct ids even when the vocabulary maps them all to OOV, as a
+production system without a vocabulary would. Integers go through the SplitMix64 finaliser (a
+bijection on 64 bits, so distinct integers collide only through the dropped top bit), anything
+else through BLAKE2b-64 of its UTF-8 text; both are independent of the machine and of Python's
+hash seed. The loader reads these columns only for a model that asks (``PreparedDataset.raw_ids``).
+
 Encoding follows FuxiCTR's tokenizer semantics: index 0 = padding/missing, values seen at least
 ``min_count`` times in *train* get 1..n ordered by descending training frequency (so an index is
 also an in-field frequency rank, which AMTL-style methods use), everything else maps to the
@@ -20,6 +28,7 @@ under a temporary name and renamed, so a killed preparation leaves nothing that 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -38,8 +47,9 @@ from repro.errors import DataError
 from repro.io import atomic_write_json, file_digest, stable_hash
 from repro.progress import progress
 
-PREPARE_VERSION = 2  # bump when the encoding or layout below changes: invalidates every cache
+PREPARE_VERSION = 3  # bump when the encoding or layout below changes: invalidates every cache
 # 2: every split the source declares (the world's test_random); provenance["splits"] lists them.
+# 3: a raw-value hash column per categorical field (``raw_column``), for methods that hash values.
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool) -> None
         fields=[_field_spec(f, vocabs) for f in fields],
         label="label",
         weight="weight" if source.weight else None,
+        extra={"raw_ids": True},
     )
     (tmp / "feature_map.json").write_text(json.dumps(fmap.to_dict(), indent=2) + "\n")
     np.savez(tmp / "frequencies.npz", **_frequencies(cats, vocabs, train_counts))
@@ -192,6 +203,7 @@ def _encode_chunk(chunk: pa.Table, fields: list[RawField], vocabs: dict, source:
             oov = len(vocabs[f.name]) + 1
             enc = pc.if_else(pc.is_null(raw), 0, pc.fill_null(pc.add(idx, 1), oov))
             cols[f.name] = enc.cast(pa.int32())
+            cols[raw_column(f.name)] = pa.array(raw_hash(raw), type=pa.int64())
         elif f.kind == "key":
             cols[f.name] = chunk.column(f.name).cast(pa.int64())
         else:
@@ -201,6 +213,36 @@ def _encode_chunk(chunk: pa.Table, fields: list[RawField], vocabs: dict, source:
     if source.weight:
         cols["weight"] = chunk.column(source.weight).cast(pa.float32())
     return pa.table(cols)
+
+
+def raw_column(name: str) -> str:
+    """The cache column holding field ``name``'s raw-value hash."""
+    return f"{name}__raw"
+
+
+_MASK63 = np.uint64(2**63 - 1)
+
+
+def raw_hash(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Stable 63-bit hash of every raw value (int64 >= 1; 0 for a missing value)."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    missing = np.asarray(pc.is_null(values), dtype=bool)
+    if pa.types.is_integer(values.type):
+        x = np.asarray(pc.fill_null(values, 0).cast(pa.int64())).astype(np.uint64)
+        with np.errstate(over="ignore"):  # SplitMix64's finaliser: wrapping uint64 arithmetic
+            x = x + np.uint64(0x9E3779B97F4A7C15)
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+    else:
+        encoded = pc.dictionary_encode(values.cast(pa.string()))
+        digests = np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
+                            for v in encoded.dictionary.to_pylist()] or [0], dtype=np.uint64)
+        x = digests[np.asarray(pc.fill_null(encoded.indices, 0))]
+    out = (x & _MASK63).astype(np.int64)
+    out[out == 0] = 1  # 0 means missing
+    out[missing] = 0
+    return out
 
 
 def _columns(f: RawField) -> list[str]:
