@@ -79,3 +79,16 @@ def test_tail_rows_are_the_rarest_ids(smoke_data):
     creative = fm.frequencies["creative_id"][smoke_data.column("test", "creative_id")]
     # Rows in the tail have rarer creatives on average than the rest.
     assert creative[tail].mean() < creative[~tail].mean()
+
+
+def test_hash_buckets_are_in_range_spread_and_differ_by_seed():
+    from repro.compression import hash_bucket
+
+    x = torch.arange(1, 50_001)
+    for seed in (0, 1, 7, 10_000):
+        b = hash_bucket(x, 1000, seed)
+        counts = torch.bincount(b, minlength=1000)
+        assert b.min() >= 0 and b.max() < 1000 and counts.min() > 10  # ~50 per bucket
+    assert (hash_bucket(x, 1000, 0) != hash_bucket(x, 1000, 1)).float().mean() > 0.99
+    big = torch.tensor([2**62 + 3, -(2**62)])
+    assert ((hash_bucket(big, 97, 3) >= 0) & (hash_bucket(big, 97, 3) < 97)).all()
