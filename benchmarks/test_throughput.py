@@ -5,13 +5,12 @@ never as timed assertions in the unit tests (the machines are shared and noisy).
 """
 
 import itertools
-import types
 
 import pytest
 import torch
 from torch import nn
 
-from benchmarks.conftest import RESULTS
+from benchmarks.conftest import RESULTS, synthetic_feature_map
 from repro.embeddings import FullEmbedding, FullEmbeddingConfig
 from repro.registry import MODELS
 from repro.train import TrainConfig, clip_gradients, make_optimizers, train_step
@@ -60,8 +59,7 @@ STEP_TIMES: dict[str, float] = {}
 class _TableOnly(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        fm = types.SimpleNamespace(categorical=[types.SimpleNamespace(vocab_size=TABLE_ROWS // FIELDS)] * FIELDS)
-        self.emb = FullEmbedding(fm, FullEmbeddingConfig(dim=DIM))
+        self.emb = FullEmbedding(synthetic_feature_map([TABLE_ROWS // FIELDS] * FIELDS), FullEmbeddingConfig(dim=DIM))
         self.out = nn.Linear(FIELDS * DIM, 1)
 
     def forward(self, cat):

@@ -64,6 +64,8 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
     "GAUC request": (("test", "gauc_request"), None, None),
     "params": (("profile", "parameters"), None, None),
     "model bytes": (("profile", "model_bytes"), None, None),
+    "embedding bytes": (("profile", "embedding_bytes"), None, None),  # stored bytes of every embedding layer
+    "tail AUC": (("test", "auc_tail"), None, None),  # rows whose IDs are in the bottom frequency decile
     "train samples/s": (("profile", "train_samples_per_s"), None, None),
 }
 BAYES_ROW = "Bayes-optimal"

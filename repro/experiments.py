@@ -2,7 +2,8 @@
 experiments (conf/experiment/NAME.yaml), then rebuild their tables and plots.
 
 An experiment file lists ``runs`` (a table row each: a label and Hydra overrides), ``seeds``,
-``overrides`` shared by every run, a ``budget_minutes``, a ``report`` block and the paper's
+``overrides`` shared by every run (a run may list its own ``seeds``: curve points one, headline
+rows three), a ``budget_minutes``, a ``report`` block and the paper's
 ``claims``. Each run is composed by Hydra exactly as ``python -m repro`` would compose it, and
 cached by the inputs that decide its numbers (``repro.run.staleness``), so a second call reruns
 nothing. All named experiments are planned first, so progress shows the whole job's ETA. The experiment's ``index.json`` lists the
@@ -30,8 +31,8 @@ from repro.io import atomic_write_json, stable_hash
 from repro.registry import ROOT
 
 EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report", "claims"}
-RUN_ENTRY_KEYS = {"label", "overrides"}
-REPORT_KEYS = {"baseline", "paper"}
+RUN_ENTRY_KEYS = {"label", "overrides", "seeds"}  # a run's own `seeds` replace the experiment's
+REPORT_KEYS = {"baseline", "paper", "kind", "reference"}  # kind: table | compression (repro/compression_report.py)
 
 
 def load_experiment(name: str) -> dict:
@@ -90,7 +91,7 @@ def plan(names: list[str], force: bool = False, extra: list[str] = (), results_d
         for name in names:
             spec = load_experiment(name)
             for run in spec["runs"]:
-                for seed in spec.get("seeds", [0]):
+                for seed in run.get("seeds", spec.get("seeds", [0])):
                     try:
                         cfg = compose("config", overrides=run_overrides(spec, run, seed, extra, results_dir))
                     except HydraException as e:

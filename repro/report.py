@@ -173,6 +173,16 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         "fully randomised-exposure test split (n/a where the runs predate it)",
         "",
     ]
+    report = spec.get("report") or {}
+    if report.get("kind") == "compression":
+        lines += _compression_lines(spec, loaded_runs=runs_loaded(spec), reference=report.get("reference"))
+        lines += ["", "## Checks", ""]
+        lines += [f"- {c}" for c in checks(summary, df, report.get("baseline"), runs)]
+        if claim_results is not None:
+            lines += ["", "## Claims", ""]
+            lines += claims_lines(claim_results) or ["No claims declared for this experiment."]
+        lines += ["", "Plot: " + f"`{spec['name']}.png` (AUC against stored bytes). CSV: `{spec['name']}.csv`.", ""]
+        return "\n".join(lines)
     shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "AUC test_random", "PCOC",
              "best epoch", "train samples/s", "params"]
     fmts = {c: f for c, _, f in METRICS}
@@ -197,6 +207,19 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         lines += claims_lines(claim_results) or ["No claims declared for this experiment."]
     lines += ["", "Plot: " + f"`{spec['name']}.png`. CSV: `{spec['name']}.csv`.", ""]
     return "\n".join(lines)
+
+
+def runs_loaded(spec: dict) -> list[tuple[str, dict, dict]]:
+    """The loaded runs ``write_report`` put on the spec (the compression table reads the manifests)."""
+    return spec.get("_loaded", [])
+
+
+def _compression_lines(spec: dict, loaded_runs: list, reference: str | None) -> list[str]:
+    from repro import compression_report as cr
+
+    df = cr.frame(loaded_runs)
+    s = cr.summary(df, [r["label"] for r in spec["runs"]], reference)
+    return cr.table_lines(s, reference)
 
 
 def mixed_code(manifests: list[dict]) -> str | None:
@@ -351,9 +374,20 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     summary = summarise(df, order, (spec.get("report") or {}).get("baseline"))
     results = experiment_claims(spec, runs)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
-    atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results))
-    atomic_write_text(csv, summary.rename_axis("model").to_csv())
-    plot(spec, summary, df, png)
+    report = spec.get("report") or {}
+    if report.get("kind") == "compression":
+        from repro import compression_report as cr
+
+        spec = {**spec, "_loaded": loaded}
+        cdf = cr.frame(loaded)
+        csummary = cr.summary(cdf, order, report.get("reference"))
+        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results))
+        atomic_write_text(csv, csummary.rename_axis("row").to_csv())
+        cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, report.get("reference"))
+    else:
+        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results))
+        atomic_write_text(csv, summary.rename_axis("model").to_csv())
+        plot(spec, summary, df, png)
     write_claims_index(results_dir)
     return [md, csv, png]
 
