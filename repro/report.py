@@ -143,9 +143,11 @@ def _cell(mean: float, std: float, fmt: str) -> str:
 
 
 def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: list[dict],
-             runs: dict[str, list[dict]] | None = None, claim_results: list | None = None) -> str:
+             runs: dict[str, list[dict]] | None = None, claim_results: list | None = None,
+             table: list[str] | None = None) -> str:
     """The table; ``runs`` (label -> metrics dicts) enables the paired intervals, ``claim_results``
-    (``repro.claims.evaluate_claims``) the Claims section."""
+    (``repro.claims.evaluate_claims``) the Claims section. ``table`` replaces the standard table
+    (a report kind's own, e.g. ``repro.compression_report.table_lines``)."""
     m0 = manifests[0]
     data = m0.get("data", {})
     cfg_data = m0["config"]["data"]
@@ -173,16 +175,19 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         "fully randomised-exposure test split (n/a where the runs predate it)",
         "",
     ]
-    report = spec.get("report") or {}
-    if report.get("kind") == "compression":
-        lines += _compression_lines(spec, loaded_runs=runs_loaded(spec), reference=report.get("reference"))
-        lines += ["", "## Checks", ""]
-        lines += [f"- {c}" for c in checks(summary, df, report.get("baseline"), runs)]
-        if claim_results is not None:
-            lines += ["", "## Claims", ""]
-            lines += claims_lines(claim_results) or ["No claims declared for this experiment."]
-        lines += ["", "Plot: " + f"`{spec['name']}.png` (AUC against stored bytes). CSV: `{spec['name']}.csv`.", ""]
-        return "\n".join(lines)
+    lines += table if table is not None else standard_table(summary, df)
+    lines += ["", "## Checks", ""]
+    lines += [f"- {c}" for c in checks(summary, df, (spec.get("report") or {}).get("baseline"), runs)]
+    if claim_results is not None:
+        lines += ["", "## Claims", ""]
+        lines += claims_lines(claim_results) or ["No claims declared for this experiment."]
+    lines += ["", "Plot: " + f"`{spec['name']}.png`. CSV: `{spec['name']}.csv`.", ""]
+    return "\n".join(lines)
+
+
+def standard_table(summary: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    """The default table: one row per model with the headline metrics, and a Bayes-optimal row."""
+    lines: list[str] = []
     shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "AUC test_random", "PCOC",
              "best epoch", "train samples/s", "params"]
     fmts = {c: f for c, _, f in METRICS}
@@ -200,26 +205,7 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         lines.append("| **Bayes-optimal** (true p_click) | – | " + " | ".join(cells + ["–"] * len(extra)) + " |")
     elif df["bayes AUC"].notna().any():
         lines += ["", "Rows use different data, so each has its own Bayes-optimal AUC (see the gap column)."]
-    lines += ["", "## Checks", ""]
-    lines += [f"- {c}" for c in checks(summary, df, (spec.get("report") or {}).get("baseline"), runs)]
-    if claim_results is not None:
-        lines += ["", "## Claims", ""]
-        lines += claims_lines(claim_results) or ["No claims declared for this experiment."]
-    lines += ["", "Plot: " + f"`{spec['name']}.png`. CSV: `{spec['name']}.csv`.", ""]
-    return "\n".join(lines)
-
-
-def runs_loaded(spec: dict) -> list[tuple[str, dict, dict]]:
-    """The loaded runs ``write_report`` put on the spec (the compression table reads the manifests)."""
-    return spec.get("_loaded", [])
-
-
-def _compression_lines(spec: dict, loaded_runs: list, reference: str | None) -> list[str]:
-    from repro import compression_report as cr
-
-    df = cr.frame(loaded_runs)
-    s = cr.summary(df, [r["label"] for r in spec["runs"]], reference)
-    return cr.table_lines(s, reference)
+    return lines
 
 
 def mixed_code(manifests: list[dict]) -> str | None:
@@ -378,12 +364,13 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     if report.get("kind") == "compression":
         from repro import compression_report as cr
 
-        spec = {**spec, "_loaded": loaded}
+        reference = report.get("reference")
         cdf = cr.frame(loaded)
-        csummary = cr.summary(cdf, order, report.get("reference"))
-        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results))
+        csummary = cr.summary(cdf, order, reference)
+        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results,
+                                       table=cr.table_lines(csummary, reference)))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
-        cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, report.get("reference"))
+        cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
     else:
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results))
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
