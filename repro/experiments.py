@@ -40,7 +40,12 @@ def load_experiment(name: str) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(known)}")
-    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as e:  # yaml's scanner/parser errors and omegaconf's interpolation errors
+        raise ConfigError(f"{path}: not a readable experiment: {' '.join(str(e).split())}") from e
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: an experiment is a mapping of keys, got {type(spec).__name__}")
     _check_keys(path, "the experiment", spec, EXPERIMENT_KEYS)
     if not spec.get("runs"):
         raise ConfigError(f"{path}: lists no runs")

@@ -126,6 +126,13 @@ def test_bad_experiment_files_are_config_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "ROOT", tmp_path)
     with pytest.raises(ConfigError, match="unknown key.*override"):
         ex.load_experiment("typo")
+    # A colon inside an unquoted value: yaml's own error, reported as a config error naming the file.
+    (tmp_path / "conf" / "experiment" / "colon.yaml").write_text("claims:\n  - source: Yan, \"APG\": a net\n")
+    with pytest.raises(ConfigError, match="colon.yaml: not a readable experiment"):
+        ex.load_experiment("colon")
+    (tmp_path / "conf" / "experiment" / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="a mapping of keys"):
+        ex.load_experiment("list")
 
 
 def test_cli_reports_bad_input_in_one_line():
