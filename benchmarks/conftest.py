@@ -13,6 +13,7 @@ from repro.data.prepare import PrepareConfig, prepare
 from repro.registry import ROOT, SOURCES
 
 RESULTS: dict[str, dict[str, float]] = {}
+APG_FIGURES: dict[str, dict[str, float]] = {}  # tower -> params, latency, peak memory (test_apg_efficiency)
 LOOKUPS: dict[str, dict[str, float]] = {}  # embedding scheme -> lookup figures (test_embedding_lookup)
 SCALE = os.environ.get("ADREPRO_BENCH_SCALE", "default")
 
@@ -40,6 +41,20 @@ def synthetic_feature_map(vocab_sizes: list[int], seed: int = 0) -> FeatureMap:
     return fm
 
 
+def apg_table(w) -> None:
+    static = APG_FIGURES.get("static MLP", {})
+    cols = ["params", "infer ms", "infer peak MB", "train ms", "train peak MB"]
+    w.section(f"APG towers vs the static MLP of the same widths (batch 4096, {os.cpu_count()} cores; ratio to static)")
+    w.line(f"{'tower':<28}" + "".join(f"{c:>22}" for c in cols))
+    for name, r in APG_FIGURES.items():
+        cells = []
+        for c in cols:
+            v, base = r.get(c), static.get(c)
+            ratio = f" ({v / base:.2f}x)" if v is not None and base else ""
+            cells.append(("-" if v is None else f"{v:,.1f}" if c != "params" else f"{v:,.0f}") + ratio)
+        w.line(f"{name:<28}" + "".join(f"{c:>22}" for c in cells))
+
+
 def pytest_terminal_summary(terminalreporter):
     w = terminalreporter
     if LOOKUPS:
@@ -50,6 +65,8 @@ def pytest_terminal_summary(terminalreporter):
             speed = f"{r['ms'] / full['ms']:.2f}x" if full else ""
             size = f"{full['mb'] / r['mb']:.1f}x" if full else ""
             w.line(f"{name:<28}{r['ms']:>10.2f}{speed:>10}{r['mb']:>12.2f}{size:>10}")
+    if APG_FIGURES:
+        apg_table(w)
     if not RESULTS:
         return
     loader = RESULTS.get("loader", {}).get("batches_per_s")
