@@ -169,7 +169,7 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
     ]
     mixed = mixed_code(manifests)
     if mixed:
-        lines.append(f"- **{mixed}**")
+        lines.append(f"- {mixed}")
     lines += [
         "- AUC random slice: the randomised-exposure requests inside `test`; AUC test_random: the separate, "
         "fully randomised-exposure test split (n/a where the runs predate it)",
@@ -209,18 +209,21 @@ def standard_table(summary: pd.DataFrame, df: pd.DataFrame) -> list[str]:
 
 
 def mixed_code(manifests: list[dict]) -> str | None:
-    """A warning when the runs of one table come from more than one git commit or core fingerprint."""
+    """What the reader must know when the runs of one table come from more than one git commit:
+    a warning (bold in the table's header) when their harness cores differ, a plain note when only
+    the commit does (the core is the same, and each run's own model, embedding and source files are
+    in its fingerprint, so a run whose files changed since would have been redone)."""
     commits = sorted({m["code"]["commit"][:10] for m in manifests})
     cores = sorted({m["code"]["core"] for m in manifests if m["code"].get("core")})
-    parts = []
-    if len(commits) > 1:
-        parts.append(f"{len(commits)} git commits ({', '.join(commits)})")
     if len(cores) > 1:
+        parts = [f"{len(commits)} git commits ({', '.join(commits)})"] if len(commits) > 1 else []
         parts.append(f"{len(cores)} harness-core fingerprints ({', '.join(cores)})")
-    if not parts:
-        return None
-    return "this table mixes code versions: its runs come from " + " and ".join(parts) + \
-        "; rows may differ by code, not only by model"
+        return ("**this table mixes code versions: its runs come from " + " and ".join(parts) +
+                "; rows may differ by code, not only by model**")
+    if len(commits) > 1:
+        return (f"runs come from {len(commits)} git commits ({', '.join(commits)}) with one harness core"
+                + (f" (`{cores[0]}`)" if cores else "") + ": the commits differ outside the code these runs execute")
+    return None
 
 
 def claims_lines(results: list) -> list[str]:

@@ -195,7 +195,7 @@ def test_declared_claims_parse():
 
 
 # --------------------------------------------------------------------------- report
-def write_fake_runs(results, tag, rows, commits=("a" * 40,)):
+def write_fake_runs(results, tag, rows, commits=("a" * 40,), core=None):
     """A results dir as repro.experiments and repro.run write it: index.json, manifests, metrics."""
     root = results / "runs" / tag
     rels = []
@@ -208,7 +208,7 @@ def write_fake_runs(results, tag, rows, commits=("a" * 40,)):
                 "label": label, "seed": seed, "status": "done", "config": {"data": {"scale": "smoke"}},
                 "data": {"source": "world", "rows": {"train": 10, "valid": 10, "test": 1000},
                          "split_protocol": "by request", "fingerprint": "f" * 16},
-                "code": {"commit": commit, "dirty": False, "fingerprint": "c" * 16, "core": commit[:16]},
+                "code": {"commit": commit, "dirty": False, "fingerprint": "c" * 16, "core": core or commit[:16]},
                 "machine": {"cpu_model": "test cpu", "cores": 2, "gpu": "none"},
             }
             metrics = {**metrics, "valid": {"auc": metrics["test"]["auc"]},
@@ -260,3 +260,15 @@ def test_report_flags_runs_from_several_code_versions(tmp_path):
     assert "2 harness-core fingerprints" in text
     assert "**inconclusive**" in text  # equal AUCs: the interval of the difference straddles 0
     assert "DeepFM ≈ LR" in text or "LR ≈ DeepFM" in text
+
+
+def test_report_notes_several_commits_with_one_harness_core_without_a_warning(tmp_path):
+    from repro.report import write_report
+
+    results = tmp_path / "results"
+    write_fake_runs(results, "baselines_smoke", {"LR": make_runs(0.760, (0.0, 0.0), rng_seed=1),
+                                                 "DeepFM": make_runs(0.780, (0.0, 0.0), rng_seed=2)},
+                    commits=("a" * 40, "b" * 40), core="d" * 16)
+    text = write_report("baselines_smoke", results)[0].read_text()
+    assert "runs come from 2 git commits (aaaaaaaaaa, bbbbbbbbbb) with one harness core (`dddddddddddddddd`)" in text
+    assert "mixes code versions" not in text
