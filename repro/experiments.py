@@ -3,8 +3,8 @@ experiments (conf/experiment/NAME.yaml), then rebuild their tables and plots.
 
 An experiment file lists ``runs`` (a table row each: a label and Hydra overrides), ``seeds``,
 ``overrides`` shared by every run (a run may list its own ``seeds``: curve points one, headline
-rows three), a ``budget_minutes``, a ``report`` block and the paper's
-``claims``. Each run is composed by Hydra exactly as ``python -m repro`` would compose it, and
+rows three), a ``budget_minutes``, a ``report`` block, the paper's
+``claims`` and the ``measurements`` its table shows beside the runs (``repro/measurements.py``). Each run is composed by Hydra exactly as ``python -m repro`` would compose it, and
 cached by the inputs that decide its numbers (``repro.run.staleness``), so a second call reruns
 nothing. All named experiments are planned first, so progress shows the whole job's ETA. The experiment's ``index.json`` lists the
 runs of its current definition; run folders no longer listed are removed (git keeps history).
@@ -30,7 +30,7 @@ from repro.errors import ConfigError, ReproError
 from repro.io import atomic_write_json, stable_hash
 from repro.registry import ROOT
 
-EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report", "claims"}
+EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report", "claims", "measurements"}
 RUN_ENTRY_KEYS = {"label", "overrides", "seeds"}  # a run's own `seeds` replace the experiment's
 REPORT_KEYS = {"baseline", "paper", "kind", "reference"}  # kind: table | compression (repro/compression_report.py)
 
@@ -54,6 +54,12 @@ def load_experiment(name: str) -> dict:
         if "label" not in run:
             raise ConfigError(f"{path}: runs[{i}] has no label")
     _check_keys(path, "report", spec.get("report") or {}, REPORT_KEYS)
+    for i, m in enumerate(spec.get("measurements") or []):
+        from repro.measurements import MEASUREMENT_KEYS
+
+        if not isinstance(m, dict) or "name" not in m:
+            raise ConfigError(f"{path}: measurements[{i}] must be a mapping with a name")
+        _check_keys(path, f"measurements[{i}]", m, MEASUREMENT_KEYS)
     spec.setdefault("name", name)
     return spec
 
@@ -143,8 +149,17 @@ def run_experiment(name: str, force: bool = False, extra: list[str] = (), result
     started = time.time()
     jobs = plan([name], force, extra, results_dir)
     execute_plan(jobs)
+    run_measurements(spec, jobs, force)
     finish_experiment(spec, jobs, extra, time.time() - started)
     return [j.run_dir for j in jobs]
+
+
+def run_measurements(spec: dict, jobs: list[Job], force: bool = False) -> None:
+    """The experiment's measurements, written beside its runs (``runs/<tag>/measurements/``)."""
+    from repro.measurements import measure
+
+    for m in spec.get("measurements") or []:
+        measure(m["name"], m.get("params"), jobs[0].run_dir.parents[1], force=force)
 
 
 def finish_experiment(spec: dict, jobs: list[Job], extra: list[str], seconds: float) -> None:
@@ -191,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         execute_plan(jobs)
         for name in args.experiments:
             mine = [j for j in jobs if j.experiment == name]
+            run_measurements(load_experiment(name), mine, force)
             finish_experiment(load_experiment(name), mine, args.override, time.time() - started)
             results_dir, tag = mine[0].run_dir.parents[3], mine[0].run_dir.parents[1].name
             write_and_announce(name, results_dir=results_dir, tag=tag)

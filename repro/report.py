@@ -144,10 +144,11 @@ def _cell(mean: float, std: float, fmt: str) -> str:
 
 def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: list[dict],
              runs: dict[str, list[dict]] | None = None, claim_results: list | None = None,
-             table: list[str] | None = None) -> str:
+             table: list[str] | None = None, sections: list[str] | None = None) -> str:
     """The table; ``runs`` (label -> metrics dicts) enables the paired intervals, ``claim_results``
     (``repro.claims.evaluate_claims``) the Claims section. ``table`` replaces the standard table
-    (a report kind's own, e.g. ``repro.compression_report.table_lines``)."""
+    (a report kind's own, e.g. ``repro.compression_report.table_lines``); ``sections`` follow the
+    table (the experiment's measurements, ``repro.measurements.measurement_lines``)."""
     m0 = manifests[0]
     data = m0.get("data", {})
     cfg_data = m0["config"]["data"]
@@ -176,6 +177,7 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         "",
     ]
     lines += table if table is not None else standard_table(summary, df)
+    lines += sections or []
     lines += ["", "## Checks", ""]
     lines += [f"- {c}" for c in checks(summary, df, (spec.get("report") or {}).get("baseline"), runs)]
     if claim_results is not None:
@@ -364,6 +366,12 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     results = experiment_claims(spec, runs)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
     report = spec.get("report") or {}
+    sections = None
+    if spec.get("measurements"):
+        from repro.measurements import measurement_lines
+
+        sections = ["", "## Measured beside the runs"] + measurement_lines(
+            results_dir / "runs" / spec["name"], [m["name"] for m in spec["measurements"]])
     if report.get("kind") == "compression":
         from repro import compression_report as cr
 
@@ -371,11 +379,11 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
         cdf = cr.frame(loaded)
         csummary = cr.summary(cdf, order, reference)
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results,
-                                       table=cr.table_lines(csummary, reference)))
+                                       table=cr.table_lines(csummary, reference), sections=sections))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
         cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
     else:
-        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results))
+        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results, sections=sections))
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
         plot(spec, summary, df, png)
     write_claims_index(results_dir)

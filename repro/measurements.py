@@ -1,0 +1,115 @@
+"""Measurements: figures an experiment's table needs that no training run gives, such as a layer's
+latency and memory against a static baseline, measured in one process so the ratios are fair.
+
+A measurement is a function registered with ``@register_measurement("name", config=Cfg)`` in a
+method's module; it takes its config and returns ``{"columns": [...], "rows": [[...], ...],
+"notes": [...]}``. An experiment lists the ones it shows (``measurements: [{name, params}]``);
+``python -m repro.experiments`` runs each after the experiment's runs and writes it, with a
+manifest (config, executed-code fingerprint, commit, packages, machine, times), to
+``<results>/runs/<tag>/measurements/<name>.json`` beside the runs, so it is promoted, compared
+and rebuilt with them. Like a run it is redone only when its config, its code or the numeric
+libraries change; its figures are speeds and sizes, shown in the report but never judged by
+``make reproduce-all``'s comparison (a shared machine's timings are not reproducible to 1e-3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, machine, package_versions
+from repro.errors import ConfigError
+from repro.io import atomic_write_json
+from repro.registry import Registry
+
+MEASUREMENTS = Registry("measurement")
+MEASUREMENT_KEYS = {"name", "params"}
+
+
+def register_measurement(name: str, config: type) -> Callable:
+    return MEASUREMENTS.register(name, config)
+
+
+def measurement_path(run_root: Path, name: str) -> Path:
+    return Path(run_root) / "measurements" / f"{name}.json"
+
+
+def _load(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def measurement_inputs(name: str, params: dict | None) -> dict:
+    entry = MEASUREMENTS.get(name)
+    cfg = MEASUREMENTS.config(name, params or {})
+    versions = package_versions()
+    return {
+        "config": dataclasses.asdict(cfg),
+        "code": code_identity(inspect.getsourcefile(entry.factory))["fingerprint"],
+        "versions": {k: versions.get(k) for k in NUMERIC_PACKAGES},
+    }
+
+
+def check_result(name: str, result: Any) -> dict:
+    if not isinstance(result, dict) or not isinstance(result.get("columns"), list) or \
+            not isinstance(result.get("rows"), list):
+        raise ConfigError(f"measurement {name!r} must return a dict with 'columns' and 'rows' lists")
+    for i, row in enumerate(result["rows"]):
+        if len(row) != len(result["columns"]):
+            raise ConfigError(f"measurement {name!r}: row {i} has {len(row)} cells for {len(result['columns'])} columns")
+    return {"columns": result["columns"], "rows": result["rows"], "notes": list(result.get("notes", []))}
+
+
+def measure(name: str, params: dict | None, run_root: Path, force: bool = False) -> Path:
+    """Run the measurement unless a result with the same inputs exists; returns its JSON path."""
+    path = measurement_path(run_root, name)
+    now = measurement_inputs(name, params)
+    previous = _load(path)
+    if previous and previous.get("inputs") == now and not force:
+        print(f"[cached] measurement {name}")
+        return path
+    entry = MEASUREMENTS.get(name)
+    cfg = MEASUREMENTS.config(name, params or {})
+    print(f"[measure] {name}", flush=True)
+    started = time.perf_counter()
+    result = check_result(name, entry.factory(cfg))
+    source = inspect.getsourcefile(entry.factory)
+    atomic_write_json(path, {
+        "measurement": name,
+        "inputs": now,
+        "code": {**git_state(), **code_identity(source)},
+        "packages": package_versions(),
+        "machine": machine(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - started,
+        "result": result,
+    })
+    return path
+
+
+def measurement_lines(run_root: Path, names: list[str]) -> list[str]:
+    """Markdown sections for the report: one table per measurement, with where it was measured."""
+    lines: list[str] = []
+    for name in names:
+        m = _load(measurement_path(run_root, name))
+        lines += ["", f"### Measurement `{name}`", ""]
+        if m is None:
+            lines.append("Not measured yet (`python -m repro.experiments` runs it after the experiment's runs).")
+            continue
+        r, mach = m["result"], m.get("machine", {})
+        lines.append(f"Measured in one process on {mach.get('cpu_model')}, {mach.get('cores')} cores, "
+                     f"GPU: {mach.get('gpu')}; commit {m['code']['commit'][:10]}{'+dirty' if m['code'].get('dirty') else ''}, "
+                     f"{m['finished'][:10]}, "
+                     f"{m['seconds']:.0f} s; config `{m['inputs']['config']}`.")
+        lines += ["", "| " + " | ".join(r["columns"]) + " |", "|" + "---|" * len(r["columns"])]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in r["rows"]]
+        lines += [""] + [f"- {n}" for n in r["notes"]] if r["notes"] else []
+    return lines
