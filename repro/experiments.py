@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         execute_plan(jobs)
         for name in args.experiments:
             mine = [j for j in jobs if j.experiment == name]
-            run_measurements(load_experiment(name), mine, force)
-            finish_experiment(load_experiment(name), mine, args.override, time.time() - started)
+            spec = load_experiment(name)
+            run_measurements(spec, mine, force)
+            finish_experiment(spec, mine, args.override, time.time() - started)
             results_dir, tag = mine[0].run_dir.parents[3], mine[0].run_dir.parents[1].name
             write_and_announce(name, results_dir=results_dir, tag=tag)
     except ReproError as e:

@@ -25,6 +25,7 @@ from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, machin
 from repro.errors import ConfigError
 from repro.io import atomic_write_json
 from repro.registry import Registry
+from repro.run import load_json
 
 MEASUREMENTS = Registry("measurement")
 MEASUREMENT_KEYS = {"name", "params"}
@@ -38,22 +39,13 @@ def measurement_path(run_root: Path, name: str) -> Path:
     return Path(run_root) / "measurements" / f"{name}.json"
 
 
-def _load(path: Path) -> dict | None:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def measurement_inputs(name: str, params: dict | None) -> dict:
-    entry = MEASUREMENTS.get(name)
+    """What decides a measurement's figures: its config, its executed code, the numeric libraries."""
     cfg = MEASUREMENTS.config(name, params or {})
     versions = package_versions()
     return {
         "config": dataclasses.asdict(cfg),
-        "code": code_identity(inspect.getsourcefile(entry.factory))["fingerprint"],
+        "code": code_identity(inspect.getsourcefile(MEASUREMENTS.get(name).factory))["fingerprint"],
         "versions": {k: versions.get(k) for k in NUMERIC_PACKAGES},
     }
 
@@ -72,15 +64,15 @@ def measure(name: str, params: dict | None, run_root: Path, force: bool = False)
     """Run the measurement unless a result with the same inputs exists; returns its JSON path."""
     path = measurement_path(run_root, name)
     now = measurement_inputs(name, params)
-    previous = _load(path)
+    previous = load_json(path)
     if previous and previous.get("inputs") == now and not force:
         print(f"[cached] measurement {name}")
         return path
     entry = MEASUREMENTS.get(name)
-    cfg = MEASUREMENTS.config(name, params or {})
     print(f"[measure] {name}", flush=True)
     started = time.perf_counter()
-    result = check_result(name, entry.factory(cfg))
+    # the config the inputs were computed from (validated there), rebuilt as the dataclass it is
+    result = check_result(name, entry.factory(entry.config(**now["config"])))
     source = inspect.getsourcefile(entry.factory)
     atomic_write_json(path, {
         "measurement": name,
@@ -99,7 +91,7 @@ def measurement_lines(run_root: Path, names: list[str]) -> list[str]:
     """Markdown sections for the report: one table per measurement, with where it was measured."""
     lines: list[str] = []
     for name in names:
-        m = _load(measurement_path(run_root, name))
+        m = load_json(measurement_path(run_root, name))
         lines += ["", f"### Measurement `{name}`", ""]
         if m is None:
             lines.append("Not measured yet (`python -m repro.experiments` runs it after the experiment's runs).")
