@@ -15,7 +15,10 @@ Schema (``claims:`` in ``conf/experiment/<name>.yaml``; every key is checked, a 
         not_testable: needs live traffic   # instead of conditions
 
 ``stat`` is ``difference`` (rows[0] - rows[1]), ``ratio`` (rows[0] / rows[1]) or ``value`` (one
-row). ``metric`` is one of ``METRICS``. A row may also be ``Bayes-optimal``: the true click
+row). A figure measured beside the runs (``repro.measurements``: a size, a latency ratio) is judged
+by ``{measured: {name: <measurement>, row: <its first cell>, column: <column>}, relation, threshold}``
+in place of ``metric``/``rows``/``stat``: one exact number, so the verdict is ``holds`` or ``does
+not hold`` (``not testable here`` while the measurement is missing). ``metric`` is one of ``METRICS``. A row may also be ``Bayes-optimal``: the true click
 probability scored on the same data as the condition's other row.
 
 Intervals (``compare``): each run of a test split stores B paired bootstrap replicates
@@ -67,6 +70,8 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
     "embedding bytes": (("profile", "embedding_bytes"), None, None),  # stored bytes of every embedding layer
     "tail AUC": (("test", "auc_tail"), None, None),  # rows whose IDs are in the bottom frequency decile
     "train samples/s": (("profile", "train_samples_per_s"), None, None),
+    # A data set's own extra test split (world_pcf: test rows with a pair never seen in the window).
+    "unseen-pair AUC": (("test_unseen_pairs", "auc"), "test_unseen_pairs", "auc"),
 }
 BAYES_ROW = "Bayes-optimal"
 STATS = ("difference", "ratio", "value")
@@ -74,6 +79,8 @@ RELATIONS = (">=", ">", "<=", "<")
 VERDICTS = ("holds", "does not hold", "inconclusive", "not testable here")
 CLAIM_KEYS = {"id", "text", "source", "not_testable", "conditions"}
 CONDITION_KEYS = {"metric", "rows", "stat", "relation", "threshold"}
+MEASURED_KEYS = {"measured", "relation", "threshold"}
+MEASURED_REF_KEYS = {"name", "row", "column"}
 N_SEED_DRAWS = 1000  # seed-only intervals: draws of the seeds
 LEVEL = 0.95
 
@@ -88,9 +95,13 @@ class Condition:
     stat: str
     relation: str
     threshold: float
+    measured: tuple[str, str, str] | None = None  # (measurement, row, column) instead of metric/rows
 
     def describe(self) -> str:
-        if self.stat == "value":
+        if self.measured:
+            name, row, column = self.measured
+            what = f"{column} of {row} (measurement `{name}`)"
+        elif self.stat == "value":
             what = f"{self.metric} of {self.rows[0]}"
         elif self.stat == "difference":
             what = f"{self.metric} {self.rows[0]} − {self.rows[1]}"
@@ -153,6 +164,8 @@ def _parse_condition(where: str, cid: str, j: int, c: Any, known_rows: set[str] 
     name = f"claim {cid!r} conditions[{j}]"
     if not isinstance(c, Mapping):
         raise ConfigError(f"{where}: {name} must be a mapping, got {type(c).__name__}")
+    if "measured" in c:
+        return _parse_measured(where, name, c)
     unknown = sorted(set(c) - CONDITION_KEYS)
     if unknown:
         raise ConfigError(f"{where}: {name} has unknown key(s) {unknown}; known: {sorted(CONDITION_KEYS)}")
@@ -165,9 +178,7 @@ def _parse_condition(where: str, cid: str, j: int, c: Any, known_rows: set[str] 
         raise ConfigError(f"{where}: {name}: unknown stat {c['stat']!r}; known: {list(STATS)}")
     if c["relation"] not in RELATIONS:
         raise ConfigError(f"{where}: {name}: unknown relation {c['relation']!r}; known: {list(RELATIONS)}")
-    thr = c["threshold"]
-    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr):
-        raise ConfigError(f"{where}: {name}: threshold must be a finite number, got {thr!r}")
+    thr = _threshold(where, name, c["threshold"])
     rows = c["rows"]
     if isinstance(rows, str) or not isinstance(rows, (list, tuple)) or not all(isinstance(r, str) for r in rows):
         raise ConfigError(f"{where}: {name}: rows must be a list of row labels, got {rows!r}")
@@ -178,7 +189,29 @@ def _parse_condition(where: str, cid: str, j: int, c: Any, known_rows: set[str] 
         bad = [r for r in rows if r not in known_rows]
         if bad:
             raise ConfigError(f"{where}: {name}: rows {bad} are not rows of the experiment; known: {sorted(known_rows)}")
-    return Condition(c["metric"], tuple(rows), c["stat"], c["relation"], float(thr))
+    return Condition(c["metric"], tuple(rows), c["stat"], c["relation"], thr)
+
+
+def _threshold(where: str, name: str, thr: Any) -> float:
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr):
+        raise ConfigError(f"{where}: {name}: threshold must be a finite number, got {thr!r}")
+    return float(thr)
+
+
+def _parse_measured(where: str, name: str, c: Mapping) -> Condition:
+    unknown, missing = sorted(set(c) - MEASURED_KEYS), sorted(MEASURED_KEYS - set(c))
+    if unknown or missing:
+        raise ConfigError(f"{where}: {name}: a measured condition takes exactly {sorted(MEASURED_KEYS)}; "
+                          f"unknown {unknown}, missing {missing}")
+    ref = c["measured"]
+    if not isinstance(ref, Mapping) or set(ref) != MEASURED_REF_KEYS or \
+            not all(isinstance(v, str) and v for v in ref.values()):
+        raise ConfigError(f"{where}: {name}: `measured` must map exactly {sorted(MEASURED_REF_KEYS)} to "
+                          f"non-empty strings, got {ref!r}")
+    if c["relation"] not in RELATIONS:
+        raise ConfigError(f"{where}: {name}: unknown relation {c['relation']!r}; known: {list(RELATIONS)}")
+    return Condition("measured", (), "value", c["relation"], _threshold(where, name, c["threshold"]),
+                     (ref["name"], ref["row"], ref["column"]))
 
 
 # --------------------------------------------------------------------------- #
@@ -347,8 +380,34 @@ def _runs_of(row: str, cond: Condition, runs: Mapping[str, Sequence[Mapping]]) -
     return bayes or None
 
 
-def evaluate_condition(cond: Condition, runs: Mapping[str, Sequence[Mapping]], *, seed: int = 0) -> ConditionResult:
-    """``runs``: row label -> that row's metrics.json dicts, one per seed."""
+def measured_value(cond: Condition, measurements: Mapping[str, Mapping] | None) -> float | str:
+    """The condition's measured figure, or why there is none (a string)."""
+    name, row, column = cond.measured
+    result = (measurements or {}).get(name)
+    if result is None:
+        return f"measurement {name!r} not run yet"
+    if column not in result["columns"]:
+        return f"measurement {name!r} has no column {column!r} (columns: {result['columns']})"
+    hits = [r for r in result["rows"] if str(r[0]) == row]
+    if len(hits) != 1:
+        return f"measurement {name!r} has {len(hits)} rows named {row!r}"
+    value = hits[0][result["columns"].index(column)]
+    try:
+        return float(str(value).replace(",", ""))
+    except ValueError:
+        return f"measurement {name!r}: {column} of {row} is not a number ({value!r})"
+
+
+def evaluate_condition(cond: Condition, runs: Mapping[str, Sequence[Mapping]], *, seed: int = 0,
+                       measurements: Mapping[str, Mapping] | None = None) -> ConditionResult:
+    """``runs``: row label -> that row's metrics.json dicts, one per seed; ``measurements``:
+    measurement name -> its result (``columns``, ``rows``), for measured conditions."""
+    if cond.measured:
+        value = measured_value(cond, measurements)
+        if isinstance(value, str):
+            return ConditionResult(cond, "not testable here", value)
+        iv = Interval(value, value, value, (), 0, "measured")
+        return ConditionResult(cond, _verdict(iv, cond.relation, cond.threshold), f"{value:.4g} (measured)", iv)
     missing = [r for r in cond.rows if not _runs_of(r, cond, runs)]
     if missing:
         return ConditionResult(cond, "not testable here", f"row(s) {missing} have no done runs in this table")
@@ -371,7 +430,8 @@ def _fmt(cond: Condition) -> str:
     return sign + ".4f"
 
 
-def evaluate_claims(claims: Sequence[Claim], runs: Mapping[str, Sequence[Mapping]], *, seed: int = 0) -> list[ClaimResult]:
+def evaluate_claims(claims: Sequence[Claim], runs: Mapping[str, Sequence[Mapping]], *, seed: int = 0,
+                    measurements: Mapping[str, Mapping] | None = None) -> list[ClaimResult]:
     """A verdict per claim: declared not testable -> ``not testable here``; a named row absent ->
     ``not testable here``; any condition does not hold -> ``does not hold``; a metric not measured
     -> ``not testable here``; all hold -> ``holds``; else ``inconclusive``."""
@@ -380,7 +440,7 @@ def evaluate_claims(claims: Sequence[Claim], runs: Mapping[str, Sequence[Mapping
         if claim.not_testable:
             out.append(ClaimResult(claim, "not testable here", claim.not_testable))
             continue
-        results = [evaluate_condition(c, runs, seed=seed) for c in claim.conditions]
+        results = [evaluate_condition(c, runs, seed=seed, measurements=measurements) for c in claim.conditions]
         untestable = [r for r in results if r.verdict == "not testable here"]
         rows_missing = [r for r in untestable if "no done runs" in r.numbers]
         if rows_missing:

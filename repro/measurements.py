@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,11 +88,27 @@ def measure(name: str, params: dict | None, run_root: Path, force: bool = False)
     return path
 
 
+def median_ms(fn: Callable[[], Any], rounds: int) -> float:
+    """Median wall milliseconds of ``fn()`` over ``rounds`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def load_measurement(run_root: Path, name: str) -> dict | None:
+    """The stored measurement (``result``, ``inputs``, ``machine``...), or None when not measured."""
+    return load_json(measurement_path(run_root, name))
+
+
 def measurement_lines(run_root: Path, names: list[str]) -> list[str]:
     """Markdown sections for the report: one table per measurement, with where it was measured."""
     lines: list[str] = []
     for name in names:
-        m = load_json(measurement_path(run_root, name))
+        m = load_measurement(run_root, name)
         lines += ["", f"### Measurement `{name}`", ""]
         if m is None:
             lines.append("Not measured yet (`python -m repro.experiments` runs it after the experiment's runs).")

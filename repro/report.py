@@ -233,11 +233,20 @@ def claims_lines(results: list) -> list[str]:
     return [f"- `{r.claim.id}`: {r.claim.text} ({r.claim.source}): **{r.verdict}**: {r.numbers()}" for r in results]
 
 
-def experiment_claims(spec: dict, runs: dict[str, list[dict]]) -> list:
-    """Parse the experiment's ``claims:`` (errors name the file) and judge them on ``runs``."""
+def experiment_claims(spec: dict, runs: dict[str, list[dict]], results_dir: Path | None = None) -> list:
+    """Parse the experiment's ``claims:`` (errors name the file) and judge them on ``runs`` and on
+    the experiment's measurements stored under ``results_dir``."""
     where = str(ROOT / "conf" / "experiment" / f"{spec.get('source_name', spec['name'])}.yaml")
     parsed = claims_mod.parse_claims(where, spec.get("claims"), labels=[r["label"] for r in spec["runs"]])
-    return claims_mod.evaluate_claims(parsed, runs)
+    measured = {}
+    if spec.get("measurements") and results_dir is not None:
+        from repro.measurements import load_measurement
+
+        for m in spec["measurements"]:
+            found = load_measurement(Path(results_dir) / "runs" / spec["name"], m["name"])
+            if found is not None:
+                measured[m["name"]] = found["result"]
+    return claims_mod.evaluate_claims(parsed, runs, measurements=measured)
 
 
 def checks(summary: pd.DataFrame, df: pd.DataFrame, baseline: str | None,
@@ -363,7 +372,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     runs = runs_by_label(loaded)
     order = [r["label"] for r in spec["runs"]]
     summary = summarise(df, order, (spec.get("report") or {}).get("baseline"))
-    results = experiment_claims(spec, runs)
+    results = experiment_claims(spec, runs, results_dir)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
     report = spec.get("report") or {}
     sections = None
@@ -407,7 +416,7 @@ def write_claims_index(results_dir: Path | None = None) -> Path:
         try:
             spec = {**load_experiment(name), "source_name": name}
             loaded = load_runs(tag, results_dir)
-            results = experiment_claims(spec, runs_by_label(loaded))
+            results = experiment_claims({**spec, "name": tag}, runs_by_label(loaded), results_dir)
         except (ConfigError, DataError) as e:
             sections += [f"## {name}" + (f" (`{tag}`)" if tag != name else ""), "", f"Claims not judged: {e}", ""]
             continue

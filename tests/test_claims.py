@@ -272,3 +272,33 @@ def test_report_notes_several_commits_with_one_harness_core_without_a_warning(tm
     text = write_report("baselines_smoke", results)[0].read_text()
     assert "runs come from 2 git commits (aaaaaaaaaa, bbbbbbbbbb) with one harness core (`dddddddddddddddd`)" in text
     assert "mixes code versions" not in text
+
+
+# --------------------------------------------------------------------------- measured conditions
+MEASURED = [{"id": "store", "text": "t", "source": "s", "conditions": [
+    {"measured": {"name": "pcf_store", "row": "PCF-GNN store", "column": "bytes / pair table"},
+     "relation": "<", "threshold": 0.5}]}]
+
+
+def store_result(ratio: str) -> dict:
+    return {"columns": ["store", "bytes / pair table"], "rows": [["pair table", "1.000"], ["PCF-GNN store", ratio]]}
+
+
+@pytest.mark.parametrize("ratio, verdict", [("0.210", "holds"), ("0.730", "does not hold")])
+def test_a_measured_condition_is_judged_on_the_exact_figure(ratio, verdict):
+    claims = parse_claims("x.yaml", MEASURED)
+    [result] = evaluate_claims(claims, {}, measurements={"pcf_store": store_result(ratio)})
+    assert result.verdict == verdict
+    assert ratio.rstrip("0") in result.numbers()
+
+
+def test_a_missing_measurement_is_not_testable_and_a_malformed_reference_is_an_error():
+    [result] = evaluate_claims(parse_claims("x.yaml", MEASURED), {})
+    assert result.verdict == "not testable here" and "not run yet" in result.numbers()
+    bad = [{**MEASURED[0], "conditions": [{"measured": {"name": "pcf_store", "row": "x"}, "relation": "<",
+                                           "threshold": 0.5}]}]
+    with pytest.raises(ConfigError, match="measured"):
+        parse_claims("x.yaml", bad)
+    mixed = [{**MEASURED[0], "conditions": [{**MEASURED[0]["conditions"][0], "metric": "test AUC"}]}]
+    with pytest.raises(ConfigError, match="metric"):
+        parse_claims("x.yaml", mixed)

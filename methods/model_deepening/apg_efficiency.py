@@ -19,17 +19,15 @@ Every figure also as a ratio to the static tower measured in the same process.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from methods.model_deepening.apg import APGConfig, APGLinear, APGTower
 from repro.layers import MLP
-from repro.measurements import register_measurement
+from repro.measurements import median_ms, register_measurement  # its warm-up call also merges APG's factors
 
 
 @dataclass
@@ -90,16 +88,6 @@ def peak_mb(fn) -> float:
         live += e.self_cpu_memory_usage
         peak = max(peak, live)
     return peak / 2**20
-
-
-def median_ms(fn, rounds: int) -> float:
-    fn()  # warm-up (and, in eval mode, the one-off merge of over-parameterised factors)
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
 
 
 def measure_tower(make, inputs, rounds: int) -> dict[str, float]:

@@ -23,9 +23,10 @@ Choices where the paper (as far as the notes recover it) is silent:
 - a_uv = (clicks + ``prior_strength`` * ctr0) / (impressions + ``prior_strength``), ctr0 the
   window's CTR (Bayesian smoothing against 1/1 = 1.0 pairs, the notes' pitfall 3); w_uv =
   log1p(impressions);
-- nodes: every encoded index of a chosen field (the vocabulary, missing and OOV included); a value
-  with no edge in the window has an untrained state, so lookups send it to its field's OOV node
-  (rare values pooled, which the window does see), as the CTR model's own embedding would;
+- nodes: every index of a chosen field's encoding (``pcf_features.py`` gives a node to each value
+  seen at least twice in the window and one shared node to the rest); a node with no edge in the
+  window has an untrained state, so lookups send it to its field's OOV node (rare values pooled,
+  which the window does see), as the CTR model's own embedding would;
 - CrossNet: one small MLP per relation on [h_u, h_v, h_u * h_v] (the notes allow a dot product
   or an MLP); the explicit statistic is regressed in probability space, as the paper's loss reads;
 - full-batch training with Adam (the graphs of the chosen pairs have thousands of nodes and
@@ -50,7 +51,7 @@ from repro.layers import MLP
 
 @dataclass
 class PCFGNNConfig:
-    """What the pre-training artefact depends on (any change rebuilds it)."""
+    """What the pre-training depends on (any change rebuilds it)."""
 
     pairs: list[list[str]] = field(default_factory=lambda: [["query_category", "brand_id"], ["user_segment", "shop_id"]])
     window: float = 0.25  # the first share of the training split that the graph is built from
