@@ -15,7 +15,8 @@ Schema (``claims:`` in ``conf/experiment/<name>.yaml``; every key is checked, a 
         not_testable: needs live traffic   # instead of conditions
 
 ``stat`` is ``difference`` (rows[0] - rows[1]), ``ratio`` (rows[0] / rows[1]) or ``value`` (one
-row). A figure measured beside the runs (``repro.measurements``: a size, a latency ratio) is judged
+row); ``AUC <split>`` names the AUC of a test split a data set adds (``AUC test_unseen_pairs``).
+A figure measured beside the runs (``repro.measurements``: a size, a latency ratio) is judged
 by ``{measured: {name: <measurement>, row: <its first cell>, column: <column>}, relation, threshold}``
 in place of ``metric``/``rows``/``stat``: one exact number, so the verdict is ``holds`` or ``does
 not hold`` (``not testable here`` while the measurement is missing). ``metric`` is one of ``METRICS``. A row may also be ``Bayes-optimal``: the true click
@@ -54,7 +55,7 @@ from repro.errors import ConfigError
 
 __all__ = [
     "METRICS", "BAYES_ROW", "VERDICTS", "Condition", "Claim", "Interval", "ConditionResult", "ClaimResult",
-    "parse_claims", "row_samples", "compare", "evaluate_condition", "evaluate_claims", "pairwise",
+    "parse_claims", "row_samples", "metric_spec", "compare", "evaluate_condition", "evaluate_claims", "pairwise",
 ]
 
 # metric name -> (path to the point value in metrics.json, split whose "bootstrap" block has replicates, key there)
@@ -70,9 +71,18 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
     "embedding bytes": (("profile", "embedding_bytes"), None, None),  # stored bytes of every embedding layer
     "tail AUC": (("test", "auc_tail"), None, None),  # rows whose IDs are in the bottom frequency decile
     "train samples/s": (("profile", "train_samples_per_s"), None, None),
-    # A data set's own extra test split (world_pcf: test rows with a pair never seen in the window).
-    "unseen-pair AUC": (("test_unseen_pairs", "auc"), "test_unseen_pairs", "auc"),
 }
+SPLIT_AUC_PREFIX = "AUC "  # "AUC <split>": the AUC of any test split a data set adds (AUC test_unseen_pairs)
+
+
+def metric_spec(metric: str) -> tuple[tuple[str, ...], str | None, str | None] | None:
+    """Where ``metric`` lives in metrics.json (see ``METRICS``); None for an unknown name."""
+    if metric in METRICS:
+        return METRICS[metric]
+    split = metric[len(SPLIT_AUC_PREFIX):] if metric.startswith(SPLIT_AUC_PREFIX) else ""
+    if split.startswith("test") and split.replace("_", "").isalnum():
+        return (split, "auc"), split, "auc"
+    return None
 BAYES_ROW = "Bayes-optimal"
 STATS = ("difference", "ratio", "value")
 RELATIONS = (">=", ">", "<=", "<")
@@ -172,8 +182,9 @@ def _parse_condition(where: str, cid: str, j: int, c: Any, known_rows: set[str] 
     missing = sorted(CONDITION_KEYS - set(c))
     if missing:
         raise ConfigError(f"{where}: {name} lacks key(s) {missing}")
-    if c["metric"] not in METRICS:
-        raise ConfigError(f"{where}: {name}: unknown metric {c['metric']!r}; known: {sorted(METRICS)}")
+    if metric_spec(c["metric"]) is None:
+        raise ConfigError(f"{where}: {name}: unknown metric {c['metric']!r}; known: {sorted(METRICS)} "
+                          f"and '{SPLIT_AUC_PREFIX}<test split>'")
     if c["stat"] not in STATS:
         raise ConfigError(f"{where}: {name}: unknown stat {c['stat']!r}; known: {list(STATS)}")
     if c["relation"] not in RELATIONS:
@@ -257,7 +268,7 @@ def _get(d: Any, path: Sequence[str]):
 
 def row_samples(runs: Sequence[Mapping], metric: str) -> RowSamples | None:
     """The metric across a row's runs (one metrics.json dict per seed); None when no run has it."""
-    path, split, key = METRICS[metric]
+    path, split, key = metric_spec(metric)
     points, reps, setups = [], [], []
     for m in runs:
         v = _get(m, path)
@@ -416,7 +427,7 @@ def evaluate_condition(cond: Condition, runs: Mapping[str, Sequence[Mapping]], *
     if absent:
         return ConditionResult(cond, "not testable here", f"{cond.metric} not measured for {absent}")
     iv = compare(samples[0], samples[1] if len(samples) > 1 else None, cond.stat, seed=seed,
-                 expect_replicates=METRICS[cond.metric][1] is not None)
+                 expect_replicates=metric_spec(cond.metric)[1] is not None)
     fmt = _fmt(cond)
     return ConditionResult(cond, _verdict(iv, cond.relation, cond.threshold), iv.text(fmt), iv)
 
@@ -463,5 +474,5 @@ def pairwise(runs: Mapping[str, Sequence[Mapping]], metric: str, order: Sequence
     samples = {r: s for r, s in samples.items() if s is not None}
     labels = [r for r in order if r in samples]
     return {(a, b): compare(samples[a], samples[b], "difference", seed=seed,
-                            expect_replicates=METRICS[metric][1] is not None)
+                            expect_replicates=metric_spec(metric)[1] is not None)
             for i, a in enumerate(labels) for b in labels[i + 1:]}

@@ -96,6 +96,9 @@ def frame(loaded: list[tuple[str, dict, dict]]) -> tuple[pd.DataFrame, list[dict
         for col, path, _ in METRICS:
             if path[0] in ("test", "test_random"):
                 row[f"bayes {col}"] = _get(bayes, path)
+        for split in extra_test_splits(metrics):  # a data set's own test splits (test_unseen_pairs)
+            row[f"AUC {split}"] = _get(metrics, (split, "auc"))
+            row[f"bayes AUC {split}"] = _get(bayes, (split, "auc"))
         row["bayes AUC"] = row["bayes test AUC"]
         rows.append(row)
         manifests.append(manifest)
@@ -103,6 +106,17 @@ def frame(loaded: list[tuple[str, dict, dict]]) -> tuple[pd.DataFrame, list[dict
     numeric = [c for c in df.columns if c not in ("label", "run")]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")  # absent metrics -> NaN
     return df, manifests
+
+
+def extra_test_splits(metrics: dict) -> list[str]:
+    """The evaluated test splits beyond ``test`` and ``test_random``, in the order the run wrote them."""
+    return [k for k, v in metrics.items() if k.startswith("test_") and k != "test_random"
+            and isinstance(v, dict) and "auc" in v]
+
+
+def split_columns(df: pd.DataFrame) -> list[str]:
+    """The table columns of those extra splits (``AUC <split>``)."""
+    return [c for c in df.columns if c.startswith("AUC test_") and c != "AUC test_random"]
 
 
 def single_bayes(df: pd.DataFrame) -> bool:
@@ -120,7 +134,7 @@ def _get(d: dict, path: tuple[str, ...]):
 
 
 def summarise(df: pd.DataFrame, order: list[str], baseline: str | None) -> pd.DataFrame:
-    cols = [c for c, _, _ in METRICS]
+    cols = [c for c, _, _ in METRICS] + split_columns(df)
     g = df.groupby("label", sort=False)
     out = pd.DataFrame({"seeds": g.size()})
     for c in cols:
@@ -190,9 +204,9 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
 def standard_table(summary: pd.DataFrame, df: pd.DataFrame) -> list[str]:
     """The default table: one row per model with the headline metrics, and a Bayes-optimal row."""
     lines: list[str] = []
-    shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "AUC test_random", "PCOC",
-             "best epoch", "train samples/s", "params"]
-    fmts = {c: f for c, _, f in METRICS}
+    shown = ["test AUC", "test logloss", "GAUC user", "GAUC request", "AUC random slice", "AUC test_random",
+             *split_columns(df), "PCOC", "best epoch", "train samples/s", "params"]
+    fmts = {c: f for c, _, f in METRICS} | {c: ".4f" for c in split_columns(df)}
     extra = [c for c in summary.columns if c.startswith("RelaImpr") or c == "gap to Bayes AUC"]
     header = ["model", "seeds", *shown, *extra]
     lines.append("| " + " | ".join(header) + " |")
@@ -267,6 +281,8 @@ def checks(summary: pd.DataFrame, df: pd.DataFrame, baseline: str | None,
         return out
     order = [label for label in summary.index if runs.get(label)]
     metrics = [("test AUC", "test"), ("random AUC", "test_random")]
+    extra = dict.fromkeys(sp for ms in runs.values() for m in ms for sp in extra_test_splits(m))
+    metrics += [(f"AUC {sp}", sp) for sp in extra]
     tables = {m: claims_mod.pairwise(runs, m, order) for m, _ in metrics}
     if baseline in order:
         for label in order:
@@ -319,7 +335,7 @@ def separability(table: dict, summary: pd.DataFrame, order: list[str], split: st
 
 
 def _mean_auc(table: dict, label: str, summary: pd.DataFrame, split: str) -> float:
-    col = "test AUC mean" if split == "test" else "AUC test_random mean"
+    col = {"test": "test AUC mean", "test_random": "AUC test_random mean"}.get(split, f"AUC {split} mean")
     v = summary.loc[label, col] if label in summary.index and col in summary else float("nan")
     return -1.0 if pd.isna(v) else float(v)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from repro.claims import (
-    BAYES_ROW, compare, evaluate_claims, pairwise, parse_claims, row_samples,
+    BAYES_ROW, compare, evaluate_claims, metric_spec, pairwise, parse_claims, row_samples,
 )
 from repro.errors import ConfigError
 
@@ -192,6 +192,9 @@ def test_declared_claims_parse():
         claims = parse_claims(str(ROOT / "conf/experiment" / f"{name}.yaml"), spec.get("claims"),
                               labels=[r["label"] for r in spec["runs"]])
         assert claims and any(c.not_testable for c in claims) and any(c.conditions for c in claims)
+    for path in sorted((ROOT / "conf/experiment").glob("*.yaml")):  # every experiment's claims parse
+        spec = load_experiment(path.stem)
+        parse_claims(str(path), spec.get("claims"), labels=[r["label"] for r in spec["runs"]])
 
 
 # --------------------------------------------------------------------------- report
@@ -302,3 +305,33 @@ def test_a_missing_measurement_is_not_testable_and_a_malformed_reference_is_an_e
     mixed = [{**MEASURED[0], "conditions": [{**MEASURED[0]["conditions"][0], "metric": "test AUC"}]}]
     with pytest.raises(ConfigError, match="metric"):
         parse_claims("x.yaml", mixed)
+
+
+# --------------------------------------------------------------------------- a data set's own test split
+def with_split(runs: list[dict], split: str, shift: float) -> list[dict]:
+    """The runs with one more evaluated test split: ``test``'s figures moved by ``shift``."""
+    out = []
+    for m in runs:
+        t = m["test"]
+        out.append({**m, split: {**t, "auc": t["auc"] + shift,
+                                 "bootstrap": {**t["bootstrap"], "auc": [a + shift for a in t["bootstrap"]["auc"]]}}})
+    return out
+
+
+def test_a_data_sets_own_test_split_is_a_claim_metric_and_a_table_column(tmp_path):
+    from repro.report import write_report
+
+    assert metric_spec("AUC test_unseen_pairs") == (("test_unseen_pairs", "auc"), "test_unseen_pairs", "auc")
+    assert metric_spec("AUC valid") is None and metric_spec("unseen AUC") is None
+    with pytest.raises(ConfigError, match="unknown metric"):
+        parse_claims("x.yaml", [claim("c", cond(["A", "B"], metric="AUC train"))])
+    runs = {"LR": with_split(make_runs(0.760, (0.0, 0.0), rng_seed=1), "test_unseen_pairs", -0.05),
+            "DeepFM": with_split(make_runs(0.780, (0.0, 0.0), rng_seed=2), "test_unseen_pairs", -0.03)}
+    [result] = evaluate_claims(parse_claims("x.yaml", [claim(
+        "unseen", cond(["DeepFM", "LR"], metric="AUC test_unseen_pairs", threshold=0.035))]), runs)
+    assert result.verdict == "holds" and "+0.0400" in result.numbers()  # 0.750 - 0.710
+    results = tmp_path / "results"
+    write_fake_runs(results, "baselines_smoke", runs)
+    text = write_report("baselines_smoke", results)[0].read_text()
+    assert "| AUC test_unseen_pairs |" in text and "0.7500" in text and "0.7100" in text
+    assert "test_unseen_pairs +0.0400 [" in text  # the paired interval against the baseline
