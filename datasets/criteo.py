@@ -65,10 +65,11 @@ cannot go on after a conversion error in one block, and the line numbers of reje
 each block's first line. Wrong field counts are skipped inside pyarrow
 (``ParseOptions.invalid_row_handler``); labels and categorical lengths are checked vectorised.
 Only a block pyarrow rejects (a conversion error, or a bare ``\\r`` that makes its rows differ from
-its lines), or one with a byte outside ASCII, takes the careful path: it is halved until the
-halves parse, and pieces of at most 256 lines are checked line by line in Python, then their good
-lines parsed by pyarrow again. A file with one bad line therefore costs about one extra block
-parse; the checks are the same on both paths (a property test compares them).
+its lines), or one with a byte outside ASCII, takes the careful path: it is cut into 16 pieces of
+as many lines, each parsed again (and cut again if pyarrow rejects it), and pieces of at most 256
+lines are checked line by line in Python, then their good lines parsed by pyarrow again. A block
+with one bad line costs about one extra parse of it; the checks are the same on both paths (a
+property test compares them).
 
 Fingerprint: this module's code, the config (less ``strict``, ``block_size_mb`` and
 ``use_threads``, which do not change a single row), and per input file its resolved path, size,
@@ -137,6 +138,7 @@ RAW_EXPECTED = (
 CSV_EXPECTED = "a reczoo Criteo CSV: a header naming label (or Label), I1..I13, C1..C26, comma-separated"
 
 CARE_LINES = 256  # pieces of a rejected block this small are checked line by line
+SPLIT_WAYS = 16  # a larger rejected piece is cut into this many, each parsed again
 MAX_LINE = 1 << 20  # a longer "line" is rejected (a real Criteo line is under 1 KB)
 PROBE_BYTES = 1 << 20  # the first block: a file of another kind fails after reading this much
 SAMPLE_BYTES = 1 << 20  # the fingerprint hashes three samples of this size
@@ -313,12 +315,13 @@ class CriteoSource:
         """The label as int64, the integer fields bucketed or log-scaled, the categoricals as text."""
         cols = {LABEL: table.column(LABEL).cast(pa.int64())}
         for name in INTS:
-            x = pc.cast(table.column(name), pa.float64(), safe=False)  # |x| > 2**53 rounds
+            x = table.column(name)
             if self.cfg.missing_integers == "zero":
-                x = pc.fill_null(x, 0.0)
+                x = pc.fill_null(x, 0)
             if self.cfg.integers == "bucket":
                 cols[name] = bucketize(x)
             else:
+                x = pc.cast(x, pa.float64(), safe=False)  # |x| > 2**53 rounds
                 cols[name] = pc.log1p(pc.max_element_wise(x, 0.0))
         for name in CATS:
             cols[name] = table.column(name)
@@ -327,10 +330,15 @@ class CriteoSource:
 
 def bucketize(x: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     """FuxiCTR's ``convert_to_bucket``: ``floor(ln(x)^2)`` if ``x > 2`` else ``int(x)``; null stays null."""
+    if pa.types.is_integer(x.type):  # the raw layout: fewer passes, the same numbers
+        big = pc.greater(x, 2)
+        ln = pc.ln(pc.cast(pc.max_element_wise(x, 3), pa.float64(), safe=False))
+        return pc.if_else(big, pc.floor(pc.multiply(ln, ln)).cast(pa.int64()), x.cast(pa.int64()))
     x = pc.cast(x, pa.float64(), safe=False)
     big = pc.greater(x, 2.0)
     safe = pc.if_else(big, x, 3.0)  # ln of the small values is never used; keep it finite
-    logsq = pc.floor(pc.power(pc.ln(safe), 2.0))
+    ln = pc.ln(safe)
+    logsq = pc.floor(pc.multiply(ln, ln))  # ln**2 exactly: the square is correctly rounded either way
     small = pc.trunc(pc.max_element_wise(x, -(2.0**62)))  # a float below int64's range stays castable
     return pc.if_else(big, logsq, small).cast(pa.int64())
 
@@ -396,6 +404,9 @@ class _BlockParser:
         )
         self.delim = layout.delimiter.encode()
         self.number_re = _INT_RE if layout.name == "raw" else _FLOAT_RE
+        self.label_at = layout.names.index(LABEL)
+        self.ints_at = [(c, layout.names.index(c)) for c in INTS]
+        self.cats_at = [(c, layout.names.index(c)) for c in CATS]
 
     def empty(self) -> pa.Table:
         return _empty_input(self.types[LABEL])
@@ -416,7 +427,7 @@ class _BlockParser:
                 return self._fast(data, first, n=n)
             except (pa.ArrowInvalid, _Mismatch):
                 pass
-        return self._careful(data, first)
+        return self._careful(data, first, n)
 
     # The fast path: pyarrow parses the whole block; wrong field counts are skipped by it.
     def _fast(self, data: bytes, first: int, threads: bool | None = None, n: int | None = None):
@@ -446,19 +457,22 @@ class _BlockParser:
         rejects = [(first + number - 1, "fields", f"{count} field(s), expected 40") for number, count in bad]
         return table.select(list(COLUMNS)), lines, rejects
 
-    # The careful path: halve until pyarrow accepts, then line by line.
-    def _careful(self, data: bytes, first: int):
-        n = _count_lines(data)
+    # The careful path: split into 16 pieces of as many lines, each parsed again (fast if it can),
+    # until pieces are small enough to check line by line.
+    def _careful(self, data: bytes, first: int, n: int | None = None):
+        n = _count_lines(data) if n is None else n
         if n > CARE_LINES:
-            middle = data.rfind(b"\n", 0, len(data) // 2) + 1
-            if middle == 0:
-                middle = data.find(b"\n") + 1
-            head, tail = data[:middle], data[middle:]
-            parts = [self._rows(head, first), self._rows(tail, first + head.count(b"\n"))]
+            ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1  # the byte after each \n
+            bounds = [n * j // SPLIT_WAYS for j in range(SPLIT_WAYS + 1)]  # line indices: 0 .. n
+            cuts = [0, *(int(ends[b - 1]) for b in bounds[1:-1]), len(data)]
+            parts = [
+                self._rows(data[lo:hi], first + b0, b1 - b0)
+                for lo, hi, b0, b1 in zip(cuts, cuts[1:], bounds, bounds[1:])
+            ]
             return (
                 pa.concat_tables([p[0] for p in parts]),
                 np.concatenate([p[1] for p in parts]),
-                parts[0][2] + parts[1][2],
+                [r for p in parts for r in p[2]],
             )
         raw = data.split(b"\n")
         if data.endswith(b"\n"):
@@ -506,20 +520,19 @@ class _BlockParser:
         if b"\r" in line:
             return "cr", "a bare \\r"
         try:
-            text = [f.decode("utf-8") for f in fields]
+            text = line.decode("utf-8").split(self.layout.delimiter)  # the same 40 fields
         except UnicodeDecodeError as e:
             return "utf8", str(e)
-        row = dict(zip(self.layout.names, text))
-        label = row[LABEL]
+        label = text[self.label_at]
         if not self.number_re.fullmatch(label) or float(label) not in (0.0, 1.0):
             return "label", f"label {label[:20]!r}"
-        for name in INTS:
-            value = row[name]
+        for name, at in self.ints_at:
+            value = text[at]
             if value and not self._number_ok(value):
                 return "integer", f"{name} = {value[:20]!r}"
         if self.layout.name == "raw":
-            for name in CATS:
-                size = len(fields[self.layout.names.index(name)])
+            for name, at in self.cats_at:
+                size = len(fields[at])  # bytes, as pyarrow's binary_length counts them
                 if size not in (0, 8):
                     return "category", f"{name} has {size} byte(s)"
         return None

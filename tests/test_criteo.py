@@ -277,6 +277,12 @@ def test_a_bad_block_takes_the_careful_path_without_losing_neighbours(tmp_path):
                                        test_file="train.txt"))
     assert rejected == {"train": [1_235], "valid": [1_235], "test": [1_235]}
     assert tables["train"].num_rows == 2_999
+    # Cut into pieces (16, then line by line), the block gives exactly the fast path's rows.
+    data = (tmp_path / "train.txt").read_bytes()
+    parser = criteo._BlockParser(criteo._Layout("raw", "\t", criteo.COLUMNS, 0), threads=False)
+    fast = parser.parse(data.replace(b"\tx", b"\t"), 1)
+    table, numbers, rejects = parser._careful(data.replace(b"\tx", b"\t"), 1)
+    assert not rejects and fast[0].equals(table) and list(fast[1]) == list(numbers) == list(range(1, 3_001))
 
 
 def test_an_empty_file_and_other_data_sets_fail_clearly(tmp_path):
