@@ -404,7 +404,7 @@ _field = st.one_of(
 @st.composite
 def _lines(draw):
     """A line: a valid row, a valid row with a damaged field, a random line, or random bytes."""
-    kind = draw(st.integers(0, 3))
+    kind = draw(st.sampled_from([0, 0, 0, 1, 2, 3]))  # half of the lines are valid rows
     if kind == 0:
         return good_row(draw(st.integers(0, 1000))).encode()
     if kind == 1:
@@ -427,6 +427,13 @@ def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property
     def check(lines, crlf, final, split):
         tried.append(1)
         data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if final and lines else b"")
+        if data:  # the careful path (line by line) decides exactly as the fast path (pyarrow) does
+            parser = criteo._BlockParser(criteo._Layout("raw", "\t", criteo.COLUMNS, 0), threads=False)
+            fast = parser.parse(data, 1)
+            table, numbers, rejects = parser._careful(data, 1)
+            table, numbers, more = parser._check(table, numbers)
+            assert fast[0].equals(table) and list(fast[1]) == list(numbers)
+            assert [r[0] for r in fast[2]] == sorted(r[0] for r in rejects + more)
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, "train.txt").write_bytes(data)
             src = source(tmp, split=split, train_file="train.txt", valid_file="train.txt", test_file="train.txt")
@@ -445,13 +452,6 @@ def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property
             rows, bad = tables["train"].num_rows, rejected["train"]
             assert rows + len(bad) == n_lines and tables["test"].num_rows == rows
         assert len(set(bad)) == len(bad) and all(1 <= n <= n_lines for n in bad)
-        # The careful path (line by line) decides exactly as the fast path (pyarrow) does.
-        parser = criteo._BlockParser(criteo._Layout("raw", "\t", criteo.COLUMNS, 0), threads=False)
-        fast = parser.parse(data, 1)
-        table, numbers, rejects = parser._careful(data, 1)
-        table, numbers, more = parser._check(table, numbers)
-        assert fast[0].equals(table) and list(fast[1]) == list(numbers)
-        assert [r[0] for r in fast[2]] == sorted(r[0] for r in rejects + more)
         outcomes["rows and rejections"] += 1
 
     check()
