@@ -18,11 +18,11 @@ the three time fields are small integers derived from ``hour``.
 Splits (``split``):
 - ``x4``: random 8:1:1, as BARS/FuxiCTR Avazu_x4 (AutoInt's setting). The published files come from a
   stratified 10-fold split (scikit-learn 0.19.1, seed 2018) that a streaming reader cannot re-derive;
-  here every row goes by its 1-based line number ``n`` alone: ``b = splitmix64(n + split_seed *
-  0x9E3779B97F4A7C15)``, bucket ``(b >> 32) * 10 >> 32``, buckets 0-7 train, 8 valid, 9 test. The
-  shares are therefore 8:1:1 in expectation (on the full file valid and test differ from the
-  published counts by binomial noise, sd about 1,900 rows), the split is not stratified by label,
-  and it is the same on every machine and block size.
+  here every row goes by its 1-based line number ``n`` alone (``repro.data.rawfiles.ratio_split``, as
+  Criteo's reader): ``u = splitmix64(n + split_seed * 0x9E3779B97F4A7C15) / 2**64``, train if
+  ``u < 0.8``, valid if ``u < 0.9``, else test. The shares are therefore 8:1:1 in expectation (on
+  the full file valid and test differ from the published counts by binomial noise, sd about 1,900
+  rows), the split is not stratified by label, and it is the same on every machine and block size.
 - ``time``: by day of ``hour``: rows of ``valid_days`` are valid, of ``test_days`` test, all others
   train (default: the last day, 141030, test; the day before, 141029, valid). A day given but absent
   from the file leaves its split empty, which is an error.
@@ -40,7 +40,8 @@ Roles, where the reference is silent:
 - no field plays ``ad``: ``C14`` .. ``C21`` are anonymised, and calling ``C14`` an ad id would be a
   guess.
 
-Reading. The file is read in newline-aligned blocks of ``block_size_mb``, each parsed by pyarrow's
+Reading. The file is read in newline-aligned blocks of ``block_size_mb`` (``repro.data.rawfiles.
+line_blocks``, a lone CR ending a line as it does for pyarrow), each parsed by pyarrow's
 CSV parser (quoting off, explicit string types, no per-row Python). Own blocks rather than one
 ``open_csv`` stream, because pyarrow's streaming reader cannot go on after an error, and its
 invalid-row handler itself fails on a malformed row that is not UTF-8 (pyarrow 26 decodes the row
@@ -49,31 +50,31 @@ Python, the non-UTF-8 lines are rejected, and the rest goes through the same par
 pyarrow calls one: ended by LF, CRLF or a lone CR. Each yielded chunk also carries ``line``, the
 row's 1-based line number in its file (the header is line 1); the preparation step does not store it.
 
-Bad input. Skipped and counted by kind, with line numbers in ``rejected[split]`` (added to prepare's
-rejected count): ``wrong field count``, ``empty line``, ``bad click`` (not 0 or 1), ``bad hour`` (not
-a ``YYMMDDHH`` date), ``bad UTF-8``, ``truncated last line`` (an unterminated last line with a wrong
-field count). A rejected row belongs to the split its line would have gone to: ``x4`` by its line
-number, ``time`` by the day in its ``hour`` text when readable (else train), ``files`` by its file.
-One summary line per kind is printed per pass. CRLF line ends are read as LF (a note says how many);
-an unterminated last line with 24 valid fields is kept, with a note (it may have lost the end of its
-last field). ``strict: true`` raises ``DataError`` at the first bad row (file, line, reason). A file
-that is empty, whose first line is not Avazu's header (Criteo's tab-separated layout, Kaggle's
-unlabelled ``test``, a header-less file...), that has no data row, or none of whose first 1,000
-data lines parses, fails at once with a ``DataError`` naming what was expected.
+Bad input. Skipped and counted by kind in ``rejected[split]`` (its length, the whole count, is
+added to prepare's rejected count; it keeps the first 1,000 line numbers): ``wrong field count``,
+``empty line``, ``bad click`` (not 0 or 1), ``bad hour`` (not a ``YYMMDDHH`` date), ``bad UTF-8``,
+``truncated last line`` (an unterminated last line with a wrong field count). A rejected row
+belongs to the split its line would have gone to: ``x4`` by its line number, ``time`` by the day in
+its ``hour`` text when readable (else train), ``files`` by its file. One summary line per kind is
+printed per pass. CRLF line ends are read as LF (a note says how many); an unterminated last line
+with 24 valid fields is kept, with a note (it may have lost the end of its last field).
+``strict: true`` raises ``DataError`` at the first bad row (file, line, reason). A file that is
+empty, whose first line is not Avazu's header (Criteo's tab-separated layout, Kaggle's unlabelled
+``test``, a header-less file...), that has no data row, or none of whose first 1,000 data lines
+parses, fails at once with a ``DataError`` naming what was expected.
 
-Fingerprint: per file its resolved path, size, mtime and a SHA-256 of 8 sampled 64 KiB blocks (head,
-tail and evenly spaced), never the whole file; plus the config (``block_size_mb`` included: a block
-is a parquet row group, which the loader shuffles by) and this file's code. So touching or
-copying a file rebuilds the cache; an edit that keeps size and mtime and misses every sampled block
-goes unnoticed.
+Fingerprint (``repro.data.rawfiles.RawFileSource``): per file its resolved path, size, mtime and a
+SHA-256 of 8 sampled 64 KiB blocks (head, tail and evenly spaced), never the whole file; plus the
+config (``block_size_mb`` included: a block is a parquet row group, which the loader shuffles by),
+this file's code and the shared module's. So touching or copying a file rebuilds the cache; an edit
+that keeps size and mtime and misses every sampled block goes unnoticed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -82,9 +83,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from repro.data.rawfiles import RawFileSource, Rejections, line_blocks, ratio_split, require_file, strict_failure
 from repro.data.source import RawField
 from repro.errors import ConfigError, DataError
-from repro.io import stable_hash
 from repro.registry import register_source
 
 COLUMNS = (
@@ -97,8 +98,9 @@ FEATURES = ("hour", *STRING_FIELDS, "weekday", "weekend")  # FuxiCTR's Avazu_x4 
 ROLES = {"banner_pos": ("scene",), "device_ip": ("user",)}
 HEADER = ",".join(COLUMNS)
 SPLITS = ("train", "valid", "test")
-X4_BUCKETS = {"train": (0, 8), "valid": (8, 9), "test": (9, 10)}  # of 10 hash buckets
+X4_RATIOS = (0.8, 0.1, 0.1)  # train, valid, test
 FAIL_FAST_LINES = 1000  # a file none of whose first this many data lines parses is not Avazu
+MAX_LINE = 1 << 24  # a line without a break within this many bytes (or a block, if larger): not Avazu
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _DAY = re.compile(r"^[0-9]{6}$")
 
@@ -132,11 +134,9 @@ class Block(NamedTuple):
 
 
 @register_source("avazu", config=AvazuConfig)
-class AvazuCSV:
+class AvazuCSV(RawFileSource):
     name = "avazu"
     label = "click"
-    weight = None
-    truth_columns = ()
     splits = SPLITS
 
     def __init__(self, cfg: AvazuConfig) -> None:
@@ -152,8 +152,7 @@ class AvazuCSV:
             both = sorted(set(cfg.valid_days) & set(cfg.test_days))
             if both:
                 raise ConfigError(f"avazu: day(s) {both} are in both valid_days and test_days")
-        self.cfg = cfg
-        self.rejected: dict[str, list[int]] = {}
+        super().__init__(cfg)
         self.split_protocol = {
             "x4": f"random 8:1:1 by a seeded hash of each row's line number (split_seed {cfg.split_seed}); "
                   "BARS Avazu_x4's shares, not its exact rows",
@@ -165,33 +164,20 @@ class AvazuCSV:
     def fields(self) -> list[RawField]:
         return [RawField(name, "categorical", ROLES.get(name, ())) for name in FEATURES]
 
-    def fingerprint(self) -> str:
-        h = hashlib.sha256(Path(__file__).read_bytes())
-        h.update(stable_hash(self.describe()).encode())
-        for path in self._files():
-            h.update(_file_identity(path).encode())
-        return h.hexdigest()[:16]
-
-    def describe(self) -> dict:
-        return asdict(self.cfg)
-
-    def expected_rows(self, split: str) -> None:
-        return None
-
     def chunks(self, split: str) -> Iterator[pa.Table]:
         if split not in SPLITS:
             raise DataError(f"avazu: unknown split {split!r}; expected one of {SPLITS}")
         path = self._path(split) if self.cfg.split == "files" else self._path("file")
-        rows, bad = 0, []
+        rows, ledger = 0, Rejections("avazu", path, split)
         for block in self._read(path, notes=split == "train" or self.cfg.split == "files"):
             mine = self._mine(split, block.table.column("line").to_numpy(), block.day)
-            bad += [b for b in block.bad if self._owner(b) == split]
+            ledger.extend((b.line, b.kind) for b in block.bad if self._owner(b) == split)
             table = block.table if mine is None else block.table.filter(pa.array(mine))
             if table.num_rows:
                 rows += table.num_rows
                 yield table
-        self.rejected[split] = sorted(b.line for b in bad)
-        _summarise(path, split, bad)
+        self.rejected[split] = ledger.lines()
+        ledger.report()
         if rows == 0:
             where = {"x4": "the file is too small for an 8:1:1 split",
                      "time": f"no row has a day in {self._days(split)}",
@@ -199,21 +185,18 @@ class AvazuCSV:
             raise DataError(f"avazu: {path}: split {split!r} is empty ({where})")
 
     # -- splits ------------------------------------------------------------------------------
-    def _files(self) -> list[Path]:
+    def input_paths(self) -> list[Path]:
         if self.cfg.split == "files":
             return [self._path(s) for s in SPLITS]
         return [self._path("file")]
 
     def _path(self, key: str) -> Path:
         name = self.cfg.file if key == "file" else getattr(self.cfg, f"{key}_file")
-        path = Path(self.cfg.data_dir) / name
-        if not path.is_file():
-            if key == "file":
-                raise DataError(f"avazu: Kaggle's train file not found: {path} (decompress train.gz there, "
-                                "or set data.data_dir and data.file)")
-            raise DataError(f"avazu: {key} file not found: {path} (place reczoo Avazu_x4's {key}.csv there, "
-                            "or set data.data_dir)")
-        return path
+        if key == "file":
+            what, hint = "Kaggle's train file", "decompress train.gz there, or set data.data_dir and data.file"
+        else:
+            what, hint = f"{key} file", f"place reczoo Avazu_x4's {key}.csv there, or set data.data_dir"
+        return require_file("avazu", Path(self.cfg.data_dir) / name, what, hint)
 
     def _days(self, split: str) -> list[str]:
         return list(self.cfg.valid_days if split == "valid" else self.cfg.test_days)
@@ -223,9 +206,7 @@ class AvazuCSV:
         if self.cfg.split == "files":
             return None
         if self.cfg.split == "x4":
-            lo, hi = X4_BUCKETS[split]
-            b = x4_bucket(lines, self.cfg.split_seed)
-            return (b >= lo) & (b < hi)
+            return ratio_split(lines, self.cfg.split_seed, X4_RATIOS) == SPLITS.index(split)
         valid = np.asarray(pc.is_in(day, value_set=pa.array(self.cfg.valid_days, pa.string())), dtype=bool)
         test = np.asarray(pc.is_in(day, value_set=pa.array(self.cfg.test_days, pa.string())), dtype=bool)
         return {"valid": valid, "test": test, "train": ~(valid | test)}[split]
@@ -233,8 +214,7 @@ class AvazuCSV:
     def _owner(self, bad: Bad) -> str:
         """The split a rejected row would have gone to."""
         if self.cfg.split == "x4":
-            b = int(x4_bucket(np.array([bad.line]), self.cfg.split_seed)[0])
-            return next(s for s, (lo, hi) in X4_BUCKETS.items() if lo <= b < hi)
+            return SPLITS[int(ratio_split(np.array([bad.line]), self.cfg.split_seed, X4_RATIOS)[0])]
         if self.cfg.split == "time":
             return "valid" if bad.day in self.cfg.valid_days else "test" if bad.day in self.cfg.test_days else "train"
         return "train"  # unused: files mode owns every row of a file
@@ -248,47 +228,35 @@ class AvazuCSV:
         unterminated_kept = None
         with open(path, "rb") as f:
             names, start = _header(path, f)
-            f.seek(start)
-            line, carry, eof = 2, b"", False
-            while not eof:
-                more = f.read(max(block_size, len(carry)))
-                buf = carry + more if carry else more
-                if not more:
-                    eof, end = True, len(buf)
-                else:
-                    end = max(buf.rfind(b"\n"), buf.rfind(b"\r", 0, len(buf) - 1)) + 1
-                    if end == 0:
-                        if len(buf) > max(block_size, 1 << 24):
-                            raise DataError(f"avazu: {path}: no line break within {len(buf):,} bytes after line "
-                                            f"{line - 1}; expected an Avazu CSV (one row per line, {HEADER})")
-                        carry = buf
-                        continue
-                if end == 0:
-                    break
-                block, carry = memoryview(buf)[:end], buf[end:]  # the block without a copy
-                if buf.find(b"\r", 0, end) >= 0:
-                    crlf += buf.count(b"\r\n", 0, end)
-                parsed, n_lines = parse_block(block, names, line, careful=False if buf.isascii() else None)
-                unterminated = eof and buf[end - 1 : end] not in (b"\n", b"\r")
-                if unterminated:
-                    last = line + n_lines - 1
-                    parsed = parsed._replace(bad=[
-                        b._replace(kind="truncated last line", reason=f"truncated last line (no line break, {b.reason})")
-                        if b.line == last and b.kind == "wrong field count" else b
-                        for b in parsed.bad])
-                    if parsed.table.num_rows and parsed.table.column("line")[-1].as_py() == last:
-                        unterminated_kept = last
-                line += n_lines
-                good += parsed.table.num_rows
-                bad_total += len(parsed.bad)
-                if parsed.bad:
-                    first = min(parsed.bad)
-                    first_bad = first_bad or first
-                    if self.cfg.strict:
-                        raise DataError(f"avazu: {path}: line {first.line}: {first.reason} (strict: true)")
-                if good == 0 and bad_total >= FAIL_FAST_LINES:
-                    raise _nothing_parsed(path, bad_total, first_bad)
-                yield parsed
+        max_line = max(block_size, MAX_LINE)
+        blocks = line_blocks(path, block_size, start=start, first_line=2, max_line=max_line, cr_ends_lines=True)
+        for line, block, n_lines, long_lines in blocks:
+            if long_lines:
+                raise DataError(f"avazu: {path}: no line break within {max_line:,} bytes in line {long_lines[0]}; "
+                                f"expected an Avazu CSV (one row per line, {HEADER})")
+            if block.find(b"\r") >= 0:
+                crlf += block.count(b"\r\n")
+            parsed, parsed_lines = parse_block(block, names, line, careful=False if block.isascii() else None)
+            if parsed_lines != n_lines:  # pyarrow and line_blocks disagree on what a line is
+                raise DataError(f"avazu: {path}: lines {line}..{line + n_lines - 1}: the parser found {parsed_lines}")
+            if block[-1:] not in (b"\n", b"\r"):  # the file's last line, unterminated
+                last = line + n_lines - 1
+                parsed = parsed._replace(bad=[
+                    b._replace(kind="truncated last line", reason=f"truncated last line (no line break, {b.reason})")
+                    if b.line == last and b.kind == "wrong field count" else b
+                    for b in parsed.bad])
+                if parsed.table.num_rows and parsed.table.column("line")[-1].as_py() == last:
+                    unterminated_kept = last
+            good += parsed.table.num_rows
+            bad_total += len(parsed.bad)
+            if parsed.bad:
+                first = min(parsed.bad)
+                first_bad = first_bad or first
+                if self.cfg.strict:
+                    raise strict_failure("avazu", path, first.line, first.reason)
+            if good == 0 and bad_total >= FAIL_FAST_LINES:
+                raise _nothing_parsed(path, bad_total, first_bad)
+            yield parsed
         if good == 0:
             if bad_total:
                 raise _nothing_parsed(path, bad_total, first_bad)
@@ -422,17 +390,6 @@ def expand_hour(hour) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, np.ndarra
     return take(hod), take(wd), take(we), take(day), np.asarray(take(valid), dtype=bool)
 
 
-def x4_bucket(lines: np.ndarray, seed: int) -> np.ndarray:
-    """Hash bucket 0..9 of each 1-based line number (0-7 train, 8 valid, 9 test)."""
-    golden = np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-    with np.errstate(over="ignore"):  # SplitMix64's finaliser: wrapping uint64 arithmetic
-        x = np.asarray(lines).astype(np.uint64) + golden
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-        return ((x >> np.uint64(32)) * np.uint64(10)) >> np.uint64(32)
-
-
 # -- helpers -----------------------------------------------------------------------------------
 def _header(path: Path, f) -> tuple[list[str], int]:
     """The column names of ``path``'s first line and the byte offset of its data; checked."""
@@ -484,28 +441,6 @@ def _nothing_parsed(path: Path, n: int, first: Bad | None) -> DataError:
     detail = f"; first at line {first.line}: {first.reason}" if first else ""
     return DataError(f"avazu: {path}: none of the first {n:,} data lines is an Avazu row (24 comma-separated "
                      f"fields, click 0 or 1, hour YYMMDDHH){detail}")
-
-
-def _summarise(path: Path, split: str, bad: list[Bad]) -> None:
-    """One line per kind of skipped row."""
-    kinds: dict[str, list[int]] = {}
-    for b in sorted(bad):
-        kinds.setdefault(b.kind, []).append(b.line)
-    for kind, lines in kinds.items():
-        print(f"avazu: {path}: {split}: skipped {len(lines)} row(s) ({kind}), e.g. line(s) {lines[:5]}",
-              file=sys.stderr)
-
-
-def _file_identity(path: Path, samples: int = 8, size: int = 1 << 16) -> str:
-    """Path, size, mtime and a digest of ``samples`` blocks: never the whole file."""
-    st = path.stat()
-    h = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    with open(path, "rb") as f:
-        offsets = sorted({int(o) for o in np.linspace(0, max(st.st_size - size, 0), samples)})
-        for o in offsets:
-            f.seek(o)
-            h.update(f.read(size))
-    return h.hexdigest()
 
 
 # -- a generated file in the real layout ---------------------------------------------------------

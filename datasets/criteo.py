@@ -8,12 +8,13 @@ is downloaded: the user places the file in ``data_dir`` (see ``datasets/criteo.m
 Splits (``split``):
 - ``x4`` (default): Criteo_x4's protocol, random 8:1:1 train/valid/test (BARS, AutoInt). The row
   assignment of the published Criteo_x4 files cannot be re-derived without those files, so each
-  line is assigned by a **seeded hash of its 1-based line number**: ``u = splitmix64(line + seed *
-  0x9E3779B97F4A7C15) / 2**64``; train if ``u < 0.8``, valid if ``u < 0.9``, else test. The
-  assignment is streaming (no pass to count lines, no permutation in memory), does not depend on
-  the block size, and a bad line keeps its place (it is rejected in the split its number falls
-  in, so the rejected lines of the three splits add up to the file's). The proportions are
-  binomial, not exact: on the full file each split is within a few thousand rows of 8:1:1.
+  line is assigned by a **seeded hash of its 1-based line number** (``repro.data.rawfiles.
+  ratio_split``): ``u = splitmix64(line + seed * 0x9E3779B97F4A7C15) / 2**64``; train if
+  ``u < 0.8``, valid if ``u < 0.9``, else test. The assignment is streaming (no pass to count
+  lines, no permutation in memory), does not depend on the block size, and a bad line keeps its
+  place (it is rejected in the split its number falls in, so the rejected lines of the three
+  splits add up to the file's). The proportions are binomial, not exact: on the full file each
+  split is within a few thousand rows of 8:1:1.
 - ``x1``: the same with 7:2:1 (Criteo_x1's proportions; the same caveat).
 - ``files``: the user's ``train_file``, ``valid_file`` and ``test_file``, e.g. the Criteo_x4 or
   Criteo_x1 CSVs of reczoo (Hugging Face ``reczoo/Criteo_x4``, ``reczoo/Criteo_x1``).
@@ -51,14 +52,15 @@ has a label that is missing or not 0/1 (``label``); has an integer field that do
 finite decimal number) (``integer``); has, in the raw layout, a categorical value that is not 8
 bytes long (``category``, which catches a truncated last line); or is longer than 1 MiB
 (``long``); a line pyarrow still refuses after these checks passed is ``parser`` (none is known).
-CRLF line ends parse as LF. By default each rejected line is skipped, its 1-based line
-number kept in ``rejected[split]`` (which the preparation step adds to the split's rejected
-count), and one summary line per kind is printed; ``strict: true`` raises ``DataError`` naming
-the file, line and reason at the first one. An empty file, a CSV whose header is not Criteo's, or a
-file whose first block (1 MiB) holds no valid row fails at once with a ``DataError`` that says what
-was expected.
+CRLF line ends parse as LF. By default each rejected line is skipped and counted in
+``rejected[split]`` (its length, which the preparation step adds to the split's rejected count, is
+the whole count; it keeps the first 1,000 line numbers), and one summary line per kind is printed;
+``strict: true`` raises ``DataError`` naming the file, line and reason at the first one. An empty
+file, a CSV whose header is not Criteo's, or a file whose first block (1 MiB) holds no valid row
+fails at once with a ``DataError`` that says what was expected.
 
-Reading. The file is cut into blocks of ``block_size_mb`` at line ends and each block is parsed by
+Reading. The file is cut into blocks of ``block_size_mb`` at line ends (``repro.data.rawfiles.
+line_blocks``: LF ends a line, a CR does not) and each block is parsed by
 ``pyarrow.csv.read_csv`` with explicit column names and types (label and integers ``int64``,
 categoricals ``string``, only the empty field is null) -- not ``open_csv``: its streaming reader
 cannot go on after a conversion error in one block, and the line numbers of rejected rows need
@@ -71,11 +73,12 @@ lines are checked line by line in Python, then their good lines parsed by pyarro
 with one bad line costs about one extra parse of it; the checks are the same on both paths (a
 property test compares them).
 
-Fingerprint: this module's code, the config (less ``strict``, ``block_size_mb`` and
-``use_threads``, which do not change a single row), and per input file its resolved path, size,
-modification time and the SHA-256 of its first, middle and last MiB. It reads at most 3 MiB per
-file, so a same-size edit outside those samples that also restores the modification time goes
-unnoticed; delete the cache (``cache/criteo-*``) after such surgery.
+Fingerprint (``repro.data.rawfiles.RawFileSource``): this module's code and the shared module's,
+the config (less ``strict``, ``block_size_mb`` and ``use_threads``, which do not change a single
+row), and per input file its resolved path, size, modification time and the SHA-256 of eight
+sampled 64 KiB blocks. It reads at most 512 KiB per file, so a same-size edit outside those samples
+that also restores the modification time goes unnoticed; delete the cache (``cache/criteo-*``)
+after such surgery.
 
 ``write_criteo_sample`` writes a synthetic file in exactly the raw layout (any size, vectorised)
 for tests and benchmarks; ``python datasets/criteo.py sample OUT --rows N`` from the shell, and
@@ -91,14 +94,13 @@ if __name__ == "__main__":  # run as a script: the repository root must be impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
-import hashlib
 import math
 import os
 import re
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -106,6 +108,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from repro.data.rawfiles import (
+    RawFileSource,
+    Rejections,
+    count_lines,
+    line_blocks,
+    ratio_split,
+    require_file,
+    splitmix64,
+    strict_failure,
+)
 from repro.data.source import RawField
 from repro.errors import ConfigError, DataError
 from repro.registry import register_source
@@ -141,7 +153,6 @@ CARE_LINES = 256  # pieces of a rejected block this small are checked line by li
 SPLIT_WAYS = 16  # a larger rejected piece is cut into this many, each parsed again
 MAX_LINE = 1 << 20  # a longer "line" is rejected (a real Criteo line is under 1 KB)
 PROBE_BYTES = 1 << 20  # the first block: a file of another kind fails after reading this much
-SAMPLE_BYTES = 1 << 20  # the fingerprint hashes three samples of this size
 
 # pyarrow's grammars (probed on pyarrow 26): spaces and tabs around a number are trimmed; an
 # int64 takes no '+', a float64 takes no hex, no '1e' and no words (nan, inf are rejected below).
@@ -175,16 +186,14 @@ class _Layout:
 
 
 @register_source("criteo", config=CriteoConfig)
-class CriteoSource:
+class CriteoSource(RawFileSource):
     name = "criteo"
     label = LABEL
-    weight = None
-    truth_columns = ()
+    fingerprint_ignores = ("strict", "block_size_mb", "use_threads")  # they do not change a single row
 
     def __init__(self, cfg: CriteoConfig) -> None:
         _check_config(cfg)
-        self.cfg = cfg
-        self.rejected: dict[str, list[int]] = {}
+        super().__init__(cfg)
         if cfg.split == "files":
             self.split_protocol = "as given by the user's train/valid/test files"
         else:
@@ -200,44 +209,34 @@ class CriteoSource:
         kind = "categorical" if self.cfg.integers == "bucket" else "dense"
         return [RawField(c, kind) for c in INTS] + [RawField(c, "categorical") for c in CATS]
 
-    def fingerprint(self) -> str:
-        h = hashlib.sha256(Path(__file__).read_bytes())
-        h.update(repr(sorted(self._data_config().items())).encode())
-        for path in self._paths().values():
-            h.update(_file_identity(path).encode())
-        return h.hexdigest()[:16]
-
-    def describe(self) -> dict:
-        return asdict(self.cfg)
-
-    def expected_rows(self, split: str) -> None:
-        return None
-
     def chunks(self, split: str) -> Iterator[pa.Table]:
         if split not in SPLIT_NAMES:
             raise DataError(f"criteo: unknown split {split!r}; known: {list(SPLIT_NAMES)}")
         paths = self._paths()
         path = paths[split] if self.cfg.split == "files" else paths["file"]
         want = None if self.cfg.split == "files" else SPLIT_NAMES.index(split)
-        rejected: list[tuple[int, str, str]] = []
+        ledger = Rejections("criteo", path, split, KINDS)
         yielded = False
         for table, lines, rejects in self._parse_file(path):
             if want is not None:
-                keep = _assign(lines, self.cfg.split, self.cfg.seed) == want
+                keep = self._split_of(lines) == want
                 table = table.filter(pa.array(keep)) if not keep.all() else table
                 if rejects:
-                    mine = _assign(np.array([r[0] for r in rejects]), self.cfg.split, self.cfg.seed) == want
+                    mine = self._split_of(np.array([r[0] for r in rejects])) == want
                     rejects = [r for r, m in zip(rejects, mine) if m]
-            rejected.extend(rejects)
+            ledger.extend((line, kind) for line, kind, _ in rejects)
             if table.num_rows:
                 yield self._transform(table)
                 yielded = True
         if not yielded:  # a split that got no row (a tiny file) is empty, not missing
             yield self._transform(_empty_input(pa.int64()))
-        self.rejected[split] = sorted(r[0] for r in rejected)
-        _summarise(path, split, rejected)
+        self.rejected[split] = ledger.lines()
+        ledger.report()
 
     # -- files ----------------------------------------------------------------------------------
+
+    def input_paths(self) -> list[Path]:
+        return list(self._paths().values())
 
     def _paths(self) -> dict[str, Path]:
         root = Path(self.cfg.data_dir)
@@ -245,21 +244,14 @@ class CriteoSource:
             names = {s: getattr(self.cfg, f"{s}_file") for s in SPLIT_NAMES}
         else:
             names = {"file": self.cfg.file}
-        paths = {}
-        for key, name in names.items():
-            path = root / name
-            if not path.is_file():
-                what = "the Kaggle train.txt" if key == "file" else f"the {key} file"
-                raise DataError(f"criteo: {what} not found: {path} (place it there or set data.data_dir)")
-            paths[key] = path
-        return paths
+        return {
+            key: require_file("criteo", root / name, "the Kaggle train.txt" if key == "file" else f"the {key} file")
+            for key, name in names.items()
+        }
 
-    def _data_config(self) -> dict:
-        """The config keys that decide the rows (the others change speed or strictness only)."""
-        values = asdict(self.cfg)
-        for key in ("strict", "block_size_mb", "use_threads"):
-            values.pop(key)
-        return values
+    def _split_of(self, lines: np.ndarray) -> np.ndarray:
+        """0 train, 1 valid, 2 test for each 1-based line number (x4, x1)."""
+        return ratio_split(lines, self.cfg.seed, SPLIT_RATIOS[self.cfg.split])
 
     def _layout(self, path: Path) -> _Layout:
         with open(path, "rb") as f:
@@ -286,7 +278,15 @@ class CriteoSource:
         layout = self._layout(path)
         parser = _BlockParser(layout, self.cfg.use_threads)
         first_block = True
-        for data, first_line, n_lines, long_lines in _blocks(path, layout, self.cfg.block_size_mb << 20):
+        blocks = line_blocks(
+            path,
+            self.cfg.block_size_mb << 20,
+            start=layout.header_bytes,
+            first_line=2 if layout.header_bytes else 1,
+            first_block_size=PROBE_BYTES,
+            max_line=MAX_LINE,
+        )
+        for first_line, data, n_lines, long_lines in blocks:
             rejects = [(n, "long", "longer than 1 MiB") for n in long_lines]
             if data:
                 table, lines, bad = parser.parse(data, first_line, n_lines)
@@ -295,10 +295,7 @@ class CriteoSource:
                 table, lines = parser.empty(), np.zeros(0, dtype=np.int64)
             if rejects and self.cfg.strict:
                 line, kind, detail = rejects[0]
-                raise DataError(
-                    f"criteo: {path}: line {line}: {KINDS[kind]} ({detail}); strict mode "
-                    "(set data.strict=false to skip and count such lines)"
-                )
+                raise strict_failure("criteo", path, line, f"{KINDS[kind]} ({detail})")
             if first_block and table.num_rows == 0 and rejects:
                 line, kind, detail = rejects[0]
                 expected = CSV_EXPECTED if layout.name == "csv" else RAW_EXPECTED
@@ -343,48 +340,7 @@ def bucketize(x: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return pc.if_else(big, logsq, small).cast(pa.int64())
 
 
-# -- blocks and the two parsing paths ---------------------------------------------------------
-
-
-def _blocks(path: Path, layout: _Layout, block: int) -> Iterator[tuple[bytes, int, int, list[int]]]:
-    """(bytes ending at a line end -- the last piece may be unterminated --, its first line number,
-    its number of lines, line numbers of over-long lines skipped before it). The first block is
-    small so that a file of another kind fails fast."""
-    line = 2 if layout.header_bytes else 1
-    carry = b""
-    skipping = False  # inside an over-long line
-    long_lines: list[int] = []
-    size = min(block, PROBE_BYTES)
-    with open(path, "rb") as f:
-        f.seek(layout.header_bytes)
-        while chunk := f.read(size):
-            size = block
-            if skipping:
-                end = chunk.find(b"\n")
-                if end < 0:
-                    continue
-                chunk, skipping = chunk[end + 1 :], False
-                line += 1
-            cut = chunk.rfind(b"\n") + 1
-            if cut == 0:  # no line end in the whole chunk: only inside a long line
-                carry += chunk
-                if len(carry) > MAX_LINE:
-                    long_lines.append(line)
-                    carry, skipping = b"", True
-                continue
-            piece = b"".join((carry, memoryview(chunk)[:cut]))  # the one copy of the block
-            carry = chunk[cut:]
-            n = piece.count(b"\n")
-            if len(carry) > MAX_LINE:
-                long_lines.append(line + n)
-                carry, skipping = b"", True
-            yield piece, line, n, long_lines
-            long_lines = []
-            line += n
-        if skipping:
-            line += 1  # the over-long last line ended at EOF
-        if carry or long_lines:
-            yield carry, line, _count_lines(carry), long_lines
+# -- the two parsing paths -------------------------------------------------------------------
 
 
 class _Mismatch(Exception):
@@ -448,7 +404,7 @@ class _BlockParser:
         )
         if bad and any(number is None for number, _ in bad):  # parsed in parallel: no row numbers
             return self._fast(data, first, threads=False, n=n)
-        n = _count_lines(data) if n is None else n
+        n = count_lines(data) if n is None else n
         if table.num_rows + len(bad) != n:
             raise _Mismatch()
         lines = np.arange(first, first + n, dtype=np.int64)
@@ -460,7 +416,7 @@ class _BlockParser:
     # The careful path: split into 16 pieces of as many lines, each parsed again (fast if it can),
     # until pieces are small enough to check line by line.
     def _careful(self, data: bytes, first: int, n: int | None = None):
-        n = _count_lines(data) if n is None else n
+        n = count_lines(data) if n is None else n
         if n > CARE_LINES:
             ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1  # the byte after each \n
             bounds = [n * j // SPLIT_WAYS for j in range(SPLIT_WAYS + 1)]  # line indices: 0 .. n
@@ -585,53 +541,7 @@ def _empty_input(number: pa.DataType) -> pa.Table:
     return pa.schema([(c, pa.string() if c in CATS else number) for c in COLUMNS]).empty_table()
 
 
-def _count_lines(data: bytes) -> int:
-    return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
-
-
-# -- split assignment, fingerprints, messages --------------------------------------------------
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + _GOLDEN
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def _assign(lines: np.ndarray, split: str, seed: int) -> np.ndarray:
-    """0 train, 1 valid, 2 test for each 1-based line number: a seeded hash, not a permutation."""
-    with np.errstate(over="ignore"):
-        key = np.asarray(lines, dtype=np.int64).astype(np.uint64) + np.uint64(seed % 2**64) * _GOLDEN
-    u = (_splitmix64(key) >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    train, valid, _ = SPLIT_RATIOS[split]
-    return (u >= train).astype(np.int8) + (u >= train + valid).astype(np.int8)
-
-
-def _file_identity(path: Path) -> str:
-    """Path, size, mtime and a digest of the first, middle and last MiB: never the whole file."""
-    stat = path.stat()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for offset in sorted({0, max(0, stat.st_size // 2 - SAMPLE_BYTES // 2), max(0, stat.st_size - SAMPLE_BYTES)}):
-            f.seek(offset)
-            h.update(f.read(SAMPLE_BYTES))
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{h.hexdigest()}"
-
-
-def _summarise(path: Path, split: str, rejected: list[tuple[int, str, str]]) -> None:
-    by_kind: dict[str, list[int]] = {}
-    for line, kind, _ in sorted(rejected):
-        by_kind.setdefault(kind, []).append(line)
-    for kind, lines in by_kind.items():
-        print(
-            f"criteo: {path}: {split}: skipped {len(lines)} line(s) with {KINDS[kind]}, e.g. line(s) {lines[:5]}",
-            file=sys.stderr,
-        )
+# -- config ------------------------------------------------------------------------------------
 
 
 def _check_config(cfg: CriteoConfig) -> None:
@@ -763,7 +673,7 @@ def _sample_table(n: int, rng: np.random.Generator, seed: int, positive_rate: fl
         exponent = 0.2 if card >= 10**6 else 0.35 if card >= 10**4 else 0.6 if card >= 100 else 1.0
         k = np.minimum(np.exp(rng.standard_exponential(n) / exponent) - 1, 2.0**62).astype(np.uint64)
         salt = (np.uint64(j + 1) << np.uint64(40)) ^ np.uint64(seed * 1_000_003 % 2**32)  # per field and seed
-        h = _splitmix64((k % np.uint64(card)) ^ salt)
+        h = splitmix64((k % np.uint64(card)) ^ salt)
         if j in (1, 4, 13, 16, 19, 22):  # a few fields carry signal: a per-value effect
             logit += ((h & np.uint64(0xFFFF)).astype(np.float64) / 65535.0 - 0.5) * 1.6
         top = h >> np.uint64(32)  # the 32-bit hash, written as 8 hex digits, 4 per table look-up
