@@ -45,7 +45,7 @@ def test_malformed_rows_are_skipped_and_counted(sample_dir, tmp_path, capsys):
     data = PreparedDataset(prepare(source(sample_dir), PrepareConfig(cache_root=str(tmp_path / "c")), verbose=False))
     assert data.provenance["rows"]["train"] == 100
     assert data.provenance["rejected_rows"]["train"] == 1
-    assert "skipped 1 malformed row" in capsys.readouterr().err
+    assert "train: skipped 1 row(s) (wrong field count), e.g. line(s) [6]" in capsys.readouterr().err
 
 
 def test_a_missing_file_is_named(tmp_path):
