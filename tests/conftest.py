@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import pytest
 
 from repro.data.dataset import PreparedDataset
@@ -43,3 +45,32 @@ def run_config(tmp_path, cache_root):
         }
 
     return make
+
+
+@pytest.fixture
+def bytes_read(monkeypatch) -> list[int]:
+    """Counts the bytes every ``open``ed file hands out while the test runs (``monkeypatch.undo()``
+    stops counting): how a reader's fingerprint is shown to sample a file, not read it whole."""
+    read: list[int] = []
+    real_open = builtins.open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            read.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    return read

@@ -5,14 +5,12 @@ Every file here is small (at most 20,000 rows) and written into tmp_path; nothin
 
 from __future__ import annotations
 
-import builtins
 import json
 import math
 import os
 import re
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -66,9 +64,7 @@ def good_row(i: int) -> str:
 
 def test_sample_is_byte_for_byte_the_kaggle_layout(tmp_path):
     path = tmp_path / "train.txt"
-    started = time.perf_counter()
     write_sample(path, 20_000, seed=3)
-    assert time.perf_counter() - started < 10
     data = path.read_bytes()
     assert data.endswith(b"\n") and b"\r" not in data
     table = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
@@ -347,37 +343,13 @@ def test_reczoo_csv_files_with_a_header(tmp_path):
 # -- fingerprint ------------------------------------------------------------------------------
 
 
-def test_fingerprint_follows_the_file_and_reads_only_samples(tmp_path, monkeypatch):
+def test_fingerprint_follows_the_file_and_reads_only_samples(tmp_path, monkeypatch, bytes_read):
     path = tmp_path / "train.txt"
     with open(path, "wb") as f:
         f.truncate(50 << 20)  # 50 MiB (sparse): the fingerprint never parses it
-    read = []
-
-    class Counting:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-        def read(self, n=-1):
-            data = self.f.read(n)
-            read.append(len(data))
-            return data
-
-        def seek(self, *a):
-            return self.f.seek(*a)
-
-    real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda *a, **k: Counting(real_open(*a, **k)))
     src = source(tmp_path)
-    started = time.perf_counter()
     first = src.fingerprint()
-    assert time.perf_counter() - started < 1.0
-    assert 0 < sum(read) <= 8 << 16  # eight 64 KiB samples of a 50 MiB file (repro.data.rawfiles)
+    assert 0 < sum(bytes_read) <= 8 << 16  # eight 64 KiB samples of a 50 MiB file (repro.data.rawfiles)
     monkeypatch.undo()
     assert source(tmp_path).fingerprint() == first
     assert source(tmp_path, block_size_mb=8, strict=True, use_threads=False).fingerprint() == first
