@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import ModuleType
@@ -64,7 +63,6 @@ from repro.data.source import RawField
 from repro.environment import code_identity
 from repro.errors import ConfigError
 from repro.io import stable_hash
-from repro.measurements import median_ms, register_measurement
 from repro.registry import ROOT, register_source
 
 WORLD_FILE = ROOT / "datasets" / "world.py"
@@ -143,14 +141,19 @@ class CrossFeatures:
         return outside | (seen[pos] != key)
 
 
+def window_end(world: SimulatedSearchAdsWorld, window: float) -> int:
+    """The first request id after the window: the first ``window`` share of the training requests."""
+    lo, hi = world._request_range("train")
+    return lo + int(round(window * (hi - lo)))
+
+
 def build_cross_features(world: SimulatedSearchAdsWorld, cfg: WorldPCFConfig, with_gnn: bool,
                          verbose: bool = False) -> CrossFeatures:
     """Read the window's rows (the first ``cfg.window`` of the training requests, and nothing
     after them), build the graph and the pair table, and pre-train the GNN when ``with_gnn``."""
     gcfg = cfg.gnn()
     fields = sorted({f for p in gcfg.pairs for f in p})
-    lo, hi = world._request_range("train")
-    end = lo + int(round(cfg.window * (hi - lo)))
+    end = window_end(world, cfg.window)
     raw: dict[str, list[np.ndarray]] = {f: [] for f in fields}
     labels = []
     for chunk in world.chunks("train"):
@@ -228,9 +231,13 @@ class WorldWithCrossFeatures:
     def relations(self) -> list[str]:
         return [relation_name(a, b) for a, b in self.cfg.pairs]
 
-    def feature_columns(self) -> list[str]:
+    def feature_kinds(self) -> list[tuple[str, int]]:
+        """(store kind, relation index) of each added column, in column order."""
         kinds = {"none": [], "pair_table": ["pair_ctr"], "pcf": ["pcf"], "both": ["pair_ctr", "pcf"]}
-        return [f"{k}_{rel}" for k in kinds[self.cfg.cross_features] for rel in self.relations]
+        return [(k, r) for k in kinds[self.cfg.cross_features] for r in range(len(self.relations))]
+
+    def feature_columns(self) -> list[str]:
+        return [f"{kind}_{self.relations[r]}" for kind, r in self.feature_kinds()]
 
     def fields(self) -> list[RawField]:
         return [*self.world.fields(), *(RawField(c, "dense") for c in self.feature_columns())]
@@ -260,11 +267,10 @@ class WorldWithCrossFeatures:
     def chunks(self, split: str) -> Iterator[pa.Table]:
         if split not in self.splits:
             raise KeyError(f"world_pcf: unknown split {split!r}; expected one of {self.splits}")
-        lo, hi = self.world._request_range("train")
-        window_end = lo + int(round(self.cfg.window * (hi - lo)))
+        end = window_end(self.world, self.cfg.window)
         for chunk in self.world.chunks("test" if split == UNSEEN_SPLIT else split):
             if split == "train" and not self.cfg.train_on_window:
-                chunk = chunk.filter(pa.array(chunk.column("request_id").to_numpy() >= window_end))
+                chunk = chunk.filter(pa.array(chunk.column("request_id").to_numpy() >= end))
             if split == UNSEEN_SPLIT:
                 unseen = np.zeros(chunk.num_rows, dtype=bool)
                 for (a, b), rel in zip(self.cfg.pairs, self.relations):
@@ -281,66 +287,9 @@ class WorldWithCrossFeatures:
                for f in {f for p in self.cfg.pairs for f in p}}
         prior_logit = float(np.log(cf.prior / (1 - cf.prior)))
         stores = {"pair_ctr": cf.table, "pcf": cf.store}
-        for col in self.feature_columns():
-            kind, rel = col.split("_", 1) if col.startswith("pcf_") else ("pair_ctr", col[len("pair_ctr_"):])
-            p = stores[kind](ids)[:, self.relations.index(rel)].double().clamp(1e-6, 1 - 1e-6).numpy()
+        predicted = {kind: stores[kind](ids).double().clamp(1e-6, 1 - 1e-6).numpy()
+                     for kind in {k for k, _ in self.feature_kinds()}}
+        for col, (kind, r) in zip(self.feature_columns(), self.feature_kinds()):
+            p = predicted[kind][:, r]
             chunk = chunk.append_column(col, pa.array((np.log(p / (1 - p)) - prior_logit).astype(np.float32)))
         return chunk
-
-
-# --------------------------------------------------------------------------- the store measurement
-@dataclass
-class PCFStoreConfig:
-    """The default world_pcf data (its window, pairs and GNN); what a server would hold."""
-
-    scale: str = "default"
-    crosses: bool = True
-    lookup_batch: int = 4096
-    rounds: int = 50
-    threads: int = 2
-
-
-@register_measurement("pcf_store", config=PCFStoreConfig)
-def pcf_store(cfg: PCFStoreConfig) -> dict:
-    """Bytes and lookup latency of the explicit pair table (SESCF) against PCF-GNN's serving store
-    (node tables + CrossNet), both built from the same window; the share of test rows whose pairs
-    the window never saw."""
-    torch.set_num_threads(cfg.threads)
-    source = WorldWithCrossFeatures(WorldPCFConfig(scale=cfg.scale, crosses=cfg.crosses, cross_features="both"))
-    started = time.perf_counter()
-    cf = source.cross
-    build_s = time.perf_counter() - started
-    pairs = [tuple(p) for p in source.cfg.pairs]
-    fields = sorted({f for p in pairs for f in p})
-    test = pa.concat_tables(list(source.world.chunks("test")))
-    raw = {f: test.column(f).to_numpy() for f in fields}
-    unseen = {rel: cf.unseen(rel, raw[a], raw[b]) for (a, b), rel in zip(pairs, source.relations)}
-    any_unseen = np.logical_or.reduce(list(unseen.values()))
-    ids = {f: torch.from_numpy(cf.node_ids(f, raw[f][: cfg.lookup_batch])) for f in fields}
-    table_ms = median_ms(lambda: cf.table(ids), cfg.rounds)
-    store_ms = median_ms(lambda: cf.store(ids), cfg.rounds)
-    table_bytes, store_bytes = cf.table.stored_bytes(), cf.store.stored_bytes()
-    seen = sum(len(getattr(cf.table, f"key_{rel}")) for rel in source.relations)
-    nodes = sum(len(cf.nodes[f]) + 1 for f in fields)
-    rows = [
-        ["pair table (SESCF)", f"{seen:,} pairs", f"{table_bytes:,}", "1.000", f"{table_ms:.3f}"],
-        ["PCF-GNN store", f"{nodes:,} nodes x {source.cfg.gnn_dim}", f"{store_bytes:,}",
-         f"{store_bytes / table_bytes:.3f}", f"{store_ms:.3f}"],
-    ]
-    notes = [
-        f"window: the first {source.cfg.window:.0%} of the training requests, {cf.window_rows:,} rows, CTR {cf.prior:.4f}; "
-        f"pairs {', '.join(' x '.join(p) for p in pairs)}",
-        f"pair table: 8-byte key + 4-byte smoothed CTR per seen pair; store: one {source.cfg.gnn_dim}-dim fp32 row per "
-        f"node (values seen >= {source.cfg.node_min_count} times in the window, plus one shared rare/unseen node) "
-        f"and the CrossNets' weights",
-        f"pre-training ({source.cfg.gnn_epochs} full-batch steps) with the window's read: {build_s:.1f} s; "
-        f"weighted squared error {cf.pretrain_loss[0]:.3e} -> {cf.pretrain_loss[-1]:.3e}",
-        "test rows with a pair never seen in the window: "
-        + ", ".join(f"{rel} {u.mean():.1%}" for rel, u in unseen.items())
-        + f"; either: {any_unseen.mean():.1%} ({int(any_unseen.sum()):,} of {len(any_unseen):,} rows, the "
-        f"`{UNSEEN_SPLIT}` split)",
-        f"lookup: {cfg.lookup_batch} test rows, every pair, median of {cfg.rounds} calls (binary search in the "
-        "sorted keys vs two row lookups and the CrossNet MLP)",
-    ]
-    return {"columns": ["store", "entries", "bytes", "bytes / pair table", f"lookup ms ({cfg.lookup_batch} rows)"],
-            "rows": rows, "notes": notes}
