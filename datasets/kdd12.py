@@ -36,10 +36,10 @@ as a string), and handed on as int64 with the same 64 bits: an id of 2**63 or mo
 negative number, which the preparation step's vocabulary and raw-value hash treat as the same
 distinct value (its hash reinterprets int64 as uint64, so the hash is that of the unsigned id).
 Counts, Depth and Position must also fit int64. ``UserID`` 0 is the competition's "user not
-identified" [as reported]; it is kept as an ordinary value (as hivemall and most public
-pipelines do), so GAUC by user counts all unidentified users as one group. A UserID absent from
-the profile has Gender and Age missing (padding index 0); the profile's own Gender 0 (unknown
-[as reported]) is a value.
+identified" [as reported]: the ``UserID`` feature is missing there (padding index 0), as in
+AutoInt's KDD12 preprocessing, which zeroes its value; ``user_key`` keeps 0, so GAUC by user
+counts all unidentified users as one group. A UserID absent from the profile has Gender and Age
+missing; the profile's own Gender 0 (unknown [as reported]) is a value.
 
 Splits. The competition's test labels are not in ``training.txt``, so train/valid/test are a
 random 8:1:1 of its lines by a **seeded hash of the 1-based line number**
@@ -385,7 +385,7 @@ class UserProfile:
 
     def __init__(self, users: np.ndarray, gender: np.ndarray, age: np.ndarray) -> None:
         self.users = len(users)
-        code = (gender.astype(np.int8) * 8 + age.astype(np.int8)).astype(np.int8)  # 8..22; -1 absent
+        code = (gender.astype(np.int8) * 8 + age.astype(np.int8)).astype(np.int8)  # 1 .. 22; -1: absent
         top = int(users.max()) if len(users) else 0
         self.dense = top < max(_PROFILE_DENSE_MIN, 8 * len(users))
         if self.dense:
@@ -476,9 +476,10 @@ class KDD12Source(RawFileSource):
 
     # -- reading --------------------------------------------------------------------------------
 
-    def _parse_file(self, path: Path, layout: _Layout) -> Iterator[ParsedBlock]:
+    def _parse_file(self, path: Path, layout: _Layout, strict: bool | None = None) -> Iterator[ParsedBlock]:
         """Every block of ``path``, checked; raises on an empty file, on a first block without a
-        valid row, and (strict) at the first rejected line."""
+        valid row, and (``strict``, default the config's) at the first rejected line."""
+        strict = self.cfg.strict if strict is None else strict
         if path.stat().st_size == 0:
             raise DataError(f"kdd12: {path} is empty (expected {layout.expected})")
         first_block = True
@@ -488,7 +489,7 @@ class KDD12Source(RawFileSource):
             if len(block.text) != n_lines:  # line_blocks and the splitter disagree on what a line is
                 raise DataError(f"kdd12: {path}: lines {first_line}..{first_line + n_lines - 1}: "
                                 f"{len(block.text)} lines found")
-            if len(block.bad_lines) and self.cfg.strict:
+            if len(block.bad_lines) and strict:
                 kind, detail = block.reason(0, layout)
                 raise strict_failure("kdd12", path, int(block.bad_lines[0]), f"{layout.kinds[kind]} ({detail})")
             if first_block and len(block.lines) == 0 and len(block.bad_lines):
@@ -507,26 +508,35 @@ class KDD12Source(RawFileSource):
         if self._profile is not None:
             return self._profile
         path = self._profile_path()
-        values, lines, rejects = [], [], []
-        for block in self._parse_file(path, PROFILE):
-            values.append(block.values)
+        users, genders, ages, lines, rejects = [], [], [], [], []
+        first_reason: tuple[int, str] | None = None  # strict: the file's first rejected line, worded
+        for block in self._parse_file(path, PROFILE, strict=False):  # a repeated UserID is found at the end
+            users.append(block.values[:, 0])
+            genders.append(block.values[:, 1].astype(np.int8))  # checked: 0 .. 2
+            ages.append(block.values[:, 2].astype(np.int8))  # checked: 1 .. 6
             lines.append(block.lines)
             rejects += zip(block.bad_lines.tolist(), map(kind_of, block.bad_codes))
-        users = np.concatenate(values)
+            if len(block.bad_lines) and first_reason is None:
+                kind, detail = block.reason(0, PROFILE)
+                first_reason = int(block.bad_lines[0]), f"{PROFILE_KINDS[kind]} ({detail})"
+        user, gender, age = np.concatenate(users), np.concatenate(genders), np.concatenate(ages)
         lines_of = np.concatenate(lines)
-        _, first = np.unique(users[:, 0], return_index=True)
-        if len(first) < len(users):  # a UserID listed again: its first listing is kept
-            repeated = np.setdiff1d(np.arange(len(users)), first)
-            if self.cfg.strict:
-                raise strict_failure("kdd12", path, int(lines_of[repeated[0]]),
-                                     f"{PROFILE_KINDS['duplicate']} (UserID {int(users[repeated[0], 0])})")
+        _, first = np.unique(user, return_index=True)
+        if len(first) < len(user):  # a UserID listed again: its first listing is kept
+            repeated = np.setdiff1d(np.arange(len(user)), first)
             rejects += ((int(line), "duplicate") for line in lines_of[repeated])
-            users = users[np.sort(first)]
+            line = int(lines_of[repeated[0]])
+            if first_reason is None or line < first_reason[0]:
+                first_reason = line, f"{PROFILE_KINDS['duplicate']} (UserID {int(user[repeated[0]])})"
+            kept = np.sort(first)
+            user, gender, age = user[kept], gender[kept], age[kept]
+        if self.cfg.strict and first_reason is not None:
+            raise strict_failure("kdd12", path, *first_reason)
         ledger = Rejections("kdd12", path, "profile", PROFILE_KINDS)
         ledger.extend(rejects)  # in file order
         self.profile_rejected = ledger.lines()
         ledger.report()
-        self._profile = UserProfile(users[:, 0], users[:, 1], users[:, 2])
+        self._profile = UserProfile(user, gender, age)
         return self._profile
 
     def _rows(self, values: np.ndarray, lines: np.ndarray, profile: UserProfile | None) -> pa.Table:
@@ -545,6 +555,7 @@ class KDD12Source(RawFileSource):
         for name in IDS:
             cols[name] = pa.array(column[name][source].view(np.int64))  # the same 64 bits
         user = column["UserID"][source]
+        cols["UserID"] = pa.array(user.view(np.int64), mask=user == 0)  # 0: the user was not identified
         if profile is not None:
             cols["Gender"], cols["Age"] = profile.lookup(user)
         depth, position = column["Depth"][source].astype(np.int64), column["Position"][source].astype(np.int64)
