@@ -13,7 +13,7 @@ depth, position): ``Impression`` of them showed the ad, ``Click`` of those click
 and the competition's ``test.txt`` are not read.
 
 Rows and weights (where the reference is silent). A line is never expanded into ``Impression``
-copies (the file holds about 235M impressions [as reported]). Each line gives up to two rows: a
+copies (memory: a line stands for one or more impressions). Each line gives up to two rows: a
 positive one (``label`` 1, ``weight`` = Click) when Click > 0, then a negative one (``label`` 0,
 ``weight`` = Impression - Click) when that is > 0. The source declares ``weight = "weight"``, so
 the cache stores it and the weighted AUC, logloss and PCOC of ``repro.metrics`` equal those of the
