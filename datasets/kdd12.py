@@ -184,7 +184,6 @@ class KDD12Config:
 
 
 class _Layout(NamedTuple):
-    source_file: str  # how errors name the file
     columns: tuple[str, ...]
     signed: tuple[int, ...]  # indices of the columns that must fit int64
     kinds: dict[str, str]  # kind -> its description
@@ -228,10 +227,10 @@ def _check_profile_row(values: list[int]) -> tuple[str, str] | None:
     return None
 
 
-TRAINING = _Layout("training.txt", COLUMNS, tuple(COLUMNS.index(c) for c in COUNTS), KINDS, EXPECTED,
+TRAINING = _Layout(COLUMNS, tuple(COLUMNS.index(c) for c in COUNTS), KINDS, EXPECTED,
                    _check_training_rows, _check_training_row)
-PROFILE = _Layout("userid_profile.txt", PROFILE_COLUMNS, (), PROFILE_KINDS, PROFILE_EXPECTED,
-                  _check_profile_rows, _check_profile_row)
+PROFILE = _Layout(PROFILE_COLUMNS, (), PROFILE_KINDS, PROFILE_EXPECTED, _check_profile_rows,
+                  _check_profile_row)
 
 
 def diagnose(line: bytes, layout: _Layout = TRAINING, unterminated: bool = False) -> tuple[str, str] | None:
@@ -284,8 +283,6 @@ class ParsedBlock(NamedTuple):
         line, kind = int(self.bad_lines[i]), kind_of(self.bad_codes[i])
         if kind == "long":
             return kind, f"over {MAX_LINE:,} bytes"
-        if kind == "duplicate":
-            return kind, "UserID listed on an earlier line"
         index = line - self.first_line
         last = self.unterminated and index == len(self.text) - 1
         verdict = diagnose(self.text[index].as_py(), layout, last)
