@@ -163,6 +163,35 @@ def test_a_numeric_time_column_and_its_bad_rows(tmp_path):
     assert rejected == {"train": [4, 5, 7, 10], "valid": [], "test": []}  # unknown times count in train
 
 
+@pytest.mark.parametrize("text, value", [
+    ("1", 1.0), (" 1 ", 1.0), ("+1", 1.0), ("-2.5e3", -2500.0), (".5", 0.5), ("5.", 5.0), ("1E+02", 100.0),
+    ("1e", "bad"), ("0x10", "bad"), ("1,5", "bad"), ("1_0", "bad"), ("nan", "bad"), ("inf", "bad"), ("one", "bad"),
+    ("1e999", "not finite"), (None, "missing"),
+])
+def test_what_a_number_is(text, value):
+    x, x_np, bad = tabular._numbers(pa.array([text, "7"], pa.string()))
+    assert x[1].as_py() == 7.0 and not bad[1]
+    if value == "bad":
+        assert bad[0] and x[0].as_py() is None
+    elif value == "missing":
+        assert not bad[0] and x[0].as_py() is None
+    elif value == "not finite":  # parses; the callers reject it as not finite
+        assert not bad[0] and np.isinf(x_np[0])
+    else:
+        assert not bad[0] and x[0].as_py() == value
+
+
+def test_what_a_date_time_is(tmp_path):
+    rows = ["t,y,u", "2017-05-06,0,a", "2017-05-06T07,0,b", "2017-05-06 08:30,0,c", "2017-05-06 09:00:00.5,0,d",
+            "2017-05-06 00:00:74,0,e", "2017-05-06Z,0,f", "06/05/2017,0,g", "2017-05-07 ,0,h"] + ["2017-05-06,1,i"] * 40
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    src = SOURCES.build("tabular", {"data_dir": str(tmp_path), "split": "time", "file": "d.csv", "time_column": "t",
+                                    "time_cuts": ["2017-05-06 08", "2017-05-07"], "label": "y", "categorical": ["u"]})
+    tables, rejected = read_all(src)
+    assert [tables[s].column("u").to_pylist()[:3] for s in SPLITS] == [["a", "b", "i"], ["c", "d"], ["h"]]
+    assert rejected["train"] == [6, 7, 8]  # a 74th second (found by cutting the cast), a zone, another layout
+
+
 # -- bad rows -----------------------------------------------------------------------------------
 
 
