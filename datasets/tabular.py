@@ -133,10 +133,15 @@ NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}(:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?)?$"
 
 
+# A batch as read: rows (the schema's columns), their line numbers, wrong-field-count rejects
+# (line, kind, detail), and whether a value may hold U+FFFD (which rejects its row).
+_RawBatch = tuple[pa.Table, np.ndarray, list[tuple[int, str, str]], bool]
+
+
 @dataclass
 class TabularConfig:
     data_dir: str = "data/tabular"
-    split: str = "files"  # files (one file per split) | ratio (one file, hashed row number) | time (one file, cut points)
+    split: str = "files"  # files (one per split) | ratio (one file, hashed row number) | time (one file, cut points)
     train_file: str = "train.csv"  # files
     valid_file: str = "valid.csv"
     test_file: str = "test.csv"
@@ -236,7 +241,8 @@ class TabularSource(RawFileSource):
             what = {s: f"the {s} file" for s in SPLIT_NAMES}
             hint = "place it there or set data.data_dir and data.<split>_file"
         else:
-            names, what, hint = {"file": self.cfg.file}, {"file": "the data file"}, "place it there or set data.data_dir and data.file"
+            names, what = {"file": self.cfg.file}, {"file": "the data file"}
+            hint = "place it there or set data.data_dir and data.file"
         return {key: require_file(NAME, root / name, what[key], hint) for key, name in names.items()}
 
     def _format(self, path: Path) -> tuple[str, str]:
@@ -285,7 +291,7 @@ class TabularSource(RawFileSource):
         if twice:
             raise DataError(f"{NAME}: {path}: column(s) {twice} appear more than once in the file")
 
-    def _csv_batches(self, path: Path, delimiter: str):
+    def _csv_batches(self, path: Path, delimiter: str) -> Iterator[_RawBatch]:
         """(rows as text, their line numbers, wrong-field-count rejects, whether U+FFFD may occur)."""
         cfg = self.cfg
 
@@ -294,13 +300,16 @@ class TabularSource(RawFileSource):
                                       newlines_in_values=cfg.quoting, ignore_empty_lines=False,
                                       invalid_row_handler=handler)
 
-        names = self._csv_header(path, parse_options(lambda row: "skip"), delimiter) if cfg.header else list(cfg.columns)
+        if cfg.header:
+            names = self._csv_header(path, parse_options(lambda row: "skip"), delimiter)
+        else:
+            names = list(cfg.columns)
         self._check_columns(path, names)
         skipped: list[tuple[int, int]] = []  # (line, fields) of wrong-field-count rows, as pyarrow reports them
 
         def skip(row) -> str:
             if row.number is None:  # only parsing with threads loses it, and this reader uses one
-                raise DataError(f"{NAME}: {path}: pyarrow gave no line number for a malformed row")
+                return "error"  # pyarrow then raises ArrowInvalid, made a DataError below
             skipped.append((row.number, row.actual_columns))
             return "skip"
 
@@ -358,7 +367,8 @@ class TabularSource(RawFileSource):
         finally:
             stream.close()
 
-    def _parquet_batches(self, path: Path):
+    def _parquet_batches(self, path: Path) -> Iterator[_RawBatch]:
+        """(rows, their 1-based row numbers, no rejects, True: a text value may hold U+FFFD)."""
         try:
             pf = pq.ParquetFile(path)
             schema = pf.schema_arrow
@@ -409,7 +419,8 @@ class TabularSource(RawFileSource):
 
     # -- checks and transforms --------------------------------------------------------------------
 
-    def _clean(self, table: pa.Table, lines: np.ndarray, offset: int, check_utf8: bool):
+    def _clean(self, table: pa.Table, lines: np.ndarray, offset: int,
+               check_utf8: bool) -> tuple[pa.Table, np.ndarray, list[tuple[int, str, str, int]]]:
         """Check and transform one batch: (kept rows, their split index, rejects (line, kind, detail, split))."""
         cfg = self.cfg
         n = table.num_rows
@@ -592,7 +603,8 @@ def _check_parquet_type(path: Path, name: str, t: pa.DataType, role: str) -> Non
     temporal = pa.types.is_timestamp(t) or pa.types.is_date(t)
     ok = text or number or pa.types.is_null(t) or (temporal and role in ("time", "categorical"))
     if not ok:
-        wanted = {"categorical": "text, numbers or dates", "time": "numbers, text or dates"}.get(role, "numbers or text")
+        wanted = {"categorical": "text, numbers or dates", "time": "numbers, text or dates"}
+        wanted = wanted.get(role, "numbers or text")
         raise DataError(f"{NAME}: {path}: column {name!r} ({role}) has type {t}; expected {wanted}")
 
 

@@ -126,10 +126,11 @@ def test_a_ratio_split_hashes_the_data_row_number(sample_dir, tmp_path):
     assert sum(counts) == 100 and rejected == {s: [] for s in SPLITS}
     expected = ratio_split(np.arange(1, 101), 3, [0.6, 0.2, 0.2])  # row 1 is the first data line (line 2)
     assert counts == np.bincount(expected, minlength=3).tolist()
-    raw = pacsv.read_csv(sample_dir / "train.csv", convert_options=pacsv.ConvertOptions(column_types={"userid": pa.string()}))
+    as_text = pacsv.ConvertOptions(column_types={"userid": pa.string()})
+    users = pacsv.read_csv(sample_dir / "train.csv", convert_options=as_text).column("userid")
     for k, split in enumerate(SPLITS):
         assert tables[split].equals(again[split])
-        assert tables[split].column("userid").to_pylist() == raw.column("userid").filter(pa.array(expected == k)).to_pylist()
+        assert tables[split].column("userid").to_pylist() == users.filter(pa.array(expected == k)).to_pylist()
     write_parquet(sample_dir / "train.csv", sample_dir / "train.parquet")
     as_parquet, _ = read_all(source(sample_dir, **{**kw, "file": "train.parquet"}))
     for split in SPLITS:
@@ -159,7 +160,8 @@ def test_a_numeric_time_column_and_its_bad_rows(tmp_path):
     src = SOURCES.build("tabular", {"data_dir": str(tmp_path), "split": "time", "file": "d.csv", "time_column": "t",
                                     "time_cuts": ["10", "20"], "label": "y", "categorical": ["u"]})
     tables, rejected = read_all(src)
-    assert {s: tables[s].column("u").to_pylist() for s in SPLITS} == {"train": ["a"], "valid": ["b", "d"], "test": ["f", "g"]}
+    users = {s: tables[s].column("u").to_pylist() for s in SPLITS}
+    assert users == {"train": ["a"], "valid": ["b", "d"], "test": ["f", "g"]}
     assert rejected == {"train": [4, 5, 7, 10], "valid": [], "test": []}  # unknown times count in train
 
 
@@ -319,13 +321,15 @@ def test_bad_files_are_data_errors_naming_the_file(sample_dir, tmp_path):
         read_all(source(sample_dir, train_file="empty.csv"))
     with pytest.raises(DataError) as e:
         read_all(source(sample_dir, label="click", dense=["price", "bid"]))
-    assert "column(s) ['click', 'bid'] of the schema not in the file; its columns: ['clk', 'time_stamp'," in str(e.value)
+    assert ("column(s) ['click', 'bid'] of the schema not in the file; "
+            "its columns: ['clk', 'time_stamp',") in str(e.value)
     (sample_dir / "fake.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match=r"fake\.parquet: not a readable parquet file"):
         read_all(source(sample_dir, train_file="fake.parquet"))
     pq.write_table(pa.table({"clk": [0, 1], "userid": [[1], [2]]}), sample_dir / "lists.parquet")
     with pytest.raises(DataError, match=r"column 'userid' \(categorical\) has type list<"):
-        read_all(source(sample_dir, train_file="lists.parquet", categorical=["userid"], dense=[], roles={}, transforms={}))
+        read_all(source(sample_dir, train_file="lists.parquet", categorical=["userid"], dense=[], roles={},
+                        transforms={}))
     header_only = sample_dir / "header.csv"
     header_only.write_text((sample_dir / "train.csv").read_text().split("\n")[0] + "\n")
     with pytest.raises(DataError, match="the training split is empty"):
