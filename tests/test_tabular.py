@@ -374,6 +374,15 @@ def test_the_conf_preset_reads_the_tiny_csv(tmp_path):
     assert [f.name for f in src.fields()] == [*CATS, "price"]
     tables, rejected = read_all(src)
     assert [tables[s].num_rows for s in SPLITS] == [100, 100, 100] and sum(map(len, rejected.values())) == 0
+    # The card's command line for other data: maps are deleted (~) and added anew (+), lists replaced.
+    card = ["data=tabular", "data.label=click", "data.categorical=[user_id,item_id,slot]", "data.dense=[bid]",
+            "~data.roles", "+data.roles={user_id:[user],item_id:[ad],slot:[position]}", "~data.transforms"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        data = dict(resolve(compose(config_name="config", overrides=card)).config["data"])
+    data.pop("name"), data.pop("min_count")
+    fields = [(f.name, f.kind, f.roles) for f in SOURCES.build("tabular", data).fields()]
+    assert fields == [("user_id", "categorical", ("user",)), ("item_id", "categorical", ("ad",)),
+                      ("slot", "categorical", ("position",)), ("bid", "dense", ())]
 
 
 # -- fuzzing ------------------------------------------------------------------------------------
