@@ -80,8 +80,9 @@ pyarrow or numpy expression. No Python loop visits the rows; Python touches only
 
 Fingerprint (``repro.data.rawfiles.RawFileSource``): this module's code and the shared module's, the
 config less ``strict`` and ``block_size_mb`` (they change no row), and per file its resolved path,
-size, modification time and a SHA-256 of eight sampled 64 KiB blocks (the three files are small, so
-the samples cover all of users.dat and movies.dat and most of ratings.dat).
+size, modification time and a SHA-256 of eight sampled 64 KiB blocks: all of users.dat and
+movies.dat (each under 512 KiB), but only 512 KiB of ratings.dat's 24 MB, so an edit there that keeps
+size and mtime and misses every sample goes unnoticed (delete ``cache/movielens-*`` after such surgery).
 """
 
 from __future__ import annotations
