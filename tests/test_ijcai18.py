@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -25,7 +26,7 @@ from omegaconf import OmegaConf
 from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
 from repro.errors import ConfigError, DataError
-from repro.registry import ROOT, SOURCES, load_plugins
+from repro.registry import MODELS, ROOT, SOURCES, load_plugins
 
 load_plugins()
 ij = sys.modules["adrepro_datasets.ijcai18"]
@@ -179,6 +180,10 @@ def test_random_split_prepares_every_row_once(tmp_path, monkeypatch):
     fm = data.feature_map
     assert fm.by_role("user").name == "user_id" and fm.by_role("position").name == "context_page_id"
     assert fm.dense_columns == [*ij.NUMBERS, *ij.QUERY_DENSE]
+    model = MODELS.build("deepfm", {}, fm, embedding={"name": "full", "dim": 8})  # the cache feeds a model
+    batch = next(data.batches("train", 256, shuffle=True))
+    loss = model.loss(batch, model(batch))
+    assert batch["dense"].shape == (256, len(fm.dense_columns)) and torch.isfinite(loss)
     text = (d / FILE).read_bytes().splitlines()[1:]
     positives = sum(line.endswith(b" 1") for line in text)
     assert sum(data.column(s, "label").sum() for s in SPLITS) == positives > 0

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -24,7 +25,7 @@ from omegaconf import OmegaConf
 from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
 from repro.errors import ConfigError, DataError
-from repro.registry import ROOT, SOURCES, load_plugins
+from repro.registry import MODELS, ROOT, SOURCES, load_plugins
 
 load_plugins()
 ml = sys.modules["adrepro_datasets.movielens"]
@@ -147,6 +148,10 @@ def test_random_split_prepares_every_row_once(tmp_path, monkeypatch):
     fm = data.feature_map
     assert fm.by_role("user").name == "user_id" and fm.by_role("ad").name == "movie_id"
     assert fm.dense_columns == [f"genres_{i}" for i in range(18)]
+    model = MODELS.build("deepfm", {}, fm, embedding={"name": "full", "dim": 8})  # the cache feeds a model
+    batch = next(data.batches("train", 256, shuffle=True))
+    loss = model.loss(batch, model(batch))
+    assert batch["dense"].shape == (256, len(fm.dense_columns)) and torch.isfinite(loss)
     text = (d / "ratings.dat").read_text()
     stars = np.array([int(line.split("::")[2]) for line in text.splitlines()])
     labels = np.concatenate([data.column(s, "label") for s in SPLITS])
