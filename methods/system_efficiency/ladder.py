@@ -1,0 +1,490 @@
+"""The HPC training ladder (review: "HPC training", ~30x; ``papers.md`` sec. 8): each rung adds one
+technique on top of the previous one, and every rung trains the same model on the same rows for
+the same sample budget in one process, so their speeds are ratios measured side by side.
+
+The rungs (``RUNGS``), as the issue orders them:
+
+0. ``naive``: fp32, batch 512, a per-row ``torch.utils.data.Dataset`` with the standard
+   ``DataLoader`` (default collate), dense Adam over every parameter, embedding tables included;
+1. ``columnar``: the suite's columnar batch loader (``PreparedDataset.batches``: one gather per
+   column per batch) instead of the per-row Dataset;
+2. ``sparse``: row-wise embedding updates (``SparseAdam``: moments and steps only for the rows a
+   batch touched) on the fused lookup (one table with per-field offsets, ``FullEmbedding``);
+3. ``large batch, linear``: batch ``large_batch`` with every learning rate scaled by s (s = large
+   batch / 512): the plain rule, shown beside the next rung and not built upon;
+   ``large batch, CowClip``: the same batch with CowClip's rules (Zheng et al., arXiv 2204.06240):
+   dense LR x sqrt(s), embedding LR unchanged, embedding L2 x s, a linear dense warm-up over the
+   first epoch, and adaptive column-wise clipping (below); the ladder continues from this rung;
+4. ``compiled``: ``torch.compile`` of the model's forward (backward through AOTAutograd); the
+   first steps' compile time is reported apart and not counted in the rung's training time;
+5. ``bf16 autocast``: the forward under ``torch.autocast("cpu", torch.bfloat16)``;
+6. ``multi-hash``: the embedding replaced by frequency-based double hashing (two hashes into a
+   shared tail table, ``baselines/embeddings/double_hashing.py``) at ``multi_hash_compression``;
+7. ``fp16 rows`` and ``int8 rows``: the trained tables of rung 6 stored row-wise in fp16, or int8
+   with an fp32 scale and bias per row (``papers.md`` 8.5; dim-1 first-order tables in fp16, where
+   8 bytes of scale and bias would outweigh one value), and dequantised at lookup: the AUC and
+   bytes that storage costs. These two are serving-side (the model trains in fp32, as rung 6).
+
+Data-parallel training with DDP communication hooks (the issue's rung 8) and a sharded-embedding
+rung are not here yet; nor is the high-cardinality world on which sparse updates, multi-hash and
+quantisation matter (at the default world's ~1.9M embedding parameters the MLP dominates).
+
+What each rung reports: samples/s over its training time (data + compute, evaluations excluded),
+the split of that time into data, forward, backward and optimizer (each measured with
+``perf_counter`` around the phase; on the CPU every op is synchronous), speed-up over rung 0 and
+over the previous rung, the peak resident memory while it trained (a sampling thread, process
+wide: the in-memory data sets are included and the same for every rung), model and optimizer-state
+bytes, the achieved FLOP/s as a share of the machine's fp32 matrix-product peak measured in the
+same process, the test AUC after the budget, and the **time to target**: training time until the
+test AUC first reaches rung 0's final test AUC minus ``target_slack`` (MLPerf's rule; test AUC is
+checked every ``evals_per_epoch``-th of an epoch, so the time is the first check past the target).
+
+Choices the references leave open:
+- the base batch is 512 and the base learning rates are the suite's protocol (``lr`` 3e-3 for
+  dense and embedding parameters, embedding L2 1e-4 on the looked-up vectors, no dense decay);
+  the global gradient-norm clip of the protocol is off on every rung (CowClip replaces it);
+- CowClip's clipping, per embedding row k touched by the batch (``clip.py`` of
+  bytedance/LargeBatchCTR): clip_k = r * max(||w_k||, zeta) * cnt_k, g_k <- g_k * min(1, clip_k /
+  ||g_k||), cnt_k the row's occurrences in the batch (read from the uncoalesced sparse gradient,
+  which holds one entry per lookup); dense weight matrices get the same rule per output unit with
+  cnt = 1, vectors as a whole; r = 1, zeta = 1e-5 (their Criteo setting);
+- every rung drops an epoch's last partial batch, so a compiled step never sees a new shape;
+- the data is the prepared default world (``scale``, ``min_count`` 2), read into memory once and
+  shared by every rung; evaluation uses the rung's own precision and casts the logit to fp32
+  before the sigmoid (a bf16 sigmoid ties many predictions).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from repro.data.dataset import PreparedDataset
+from repro.data.prepare import PrepareConfig, prepare
+from repro.embeddings import embedding_layers
+from repro.errors import ConfigError, TrainingError
+from repro.measurements import register_measurement
+from repro.metrics import auc
+from repro.model import CTRModel, logit_of
+from repro.profiling import PeakMemory
+from repro.progress import progress
+from repro.registry import MODELS, SOURCES
+
+BASE_BATCH = 512
+COWCLIP_R, COWCLIP_ZETA = 1.0, 1e-5
+
+
+@dataclass
+class Rung:
+    """One rung's settings (each rung is the previous one with one change)."""
+
+    name: str
+    loader: str = "columnar"  # rows (per-row Dataset + DataLoader) | columnar
+    sparse: bool = True  # row-wise embedding updates (SparseAdam) | dense Adam over the tables
+    batch_size: int = BASE_BATCH
+    scaling: str = "none"  # none | linear | cowclip
+    compiled: bool = False
+    bf16: bool = False
+    embedding: dict = field(default_factory=lambda: {"name": "full"})
+    storage: str = "fp32"  # fp32 | fp16 | int8: how the trained tables are stored for evaluation
+    builds_on: bool = True  # whether the next rung starts from this one
+
+
+def ladder_rungs(large_batch: int, multi_hash_compression: float, compile: bool = True) -> list[Rung]:
+    naive = Rung("0 naive", loader="rows", sparse=False)
+    columnar = replace(naive, name="1 columnar loader", loader="columnar")
+    sparse = replace(columnar, name="2 sparse row updates", sparse=True)
+    linear = replace(sparse, name="3 large batch, linear LR", batch_size=large_batch, scaling="linear", builds_on=False)
+    cowclip = replace(linear, name="3 large batch, CowClip", scaling="cowclip", builds_on=True)
+    compiled = replace(cowclip, name="4 compiled step", compiled=True)
+    bf16 = replace(compiled if compile else cowclip, name="5 bf16 autocast", bf16=True)
+    hashed = replace(bf16, name="6 multi-hash embedding", embedding={
+        "name": "double_hashing", "compression": multi_hash_compression})
+    fp16 = replace(hashed, name="7 fp16 rows", storage="fp16")
+    int8 = replace(hashed, name="7 int8 rows", storage="int8")
+    rungs = [naive, columnar, sparse, linear, cowclip, compiled, bf16, hashed, fp16, int8]
+    return rungs if compile else [r for r in rungs if r is not compiled]
+
+
+@dataclass
+class LadderConfig:
+    models: list[str] = field(default_factory=lambda: ["deepfm", "dcnv2"])  # registered models, each climbs the ladder
+    hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
+    dim: int = 16
+    scale: str = "default"  # the world's scale
+    min_count: int = 2
+    cache_root: str = "cache"
+    epochs: float = 2.0  # the sample budget of every rung, in epochs of the training split
+    evals_per_epoch: int = 4  # test-AUC checks per epoch (time to target)
+    target_slack: float = 0.001  # target = rung 0's final test AUC - this
+    large_batch: int = 16384
+    multi_hash_compression: float = 4.0
+    compile: bool = True  # false leaves the compiled rung out (and off the rungs above it)
+    lr: float = 3e-3
+    embedding_l2: float = 1e-4
+    threads: int = 2
+    seed: int = 0
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------- loaders
+class RowDataset(torch.utils.data.Dataset):
+    """The naive input path: one dict of 0-d/1-d tensors per row, collated by the DataLoader."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]) -> None:
+        self.columns = columns
+        self.n = len(columns["label"])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.columns.items()}
+
+
+def epoch_batches(data: PreparedDataset, rung: Rung, rows: RowDataset | None, seed: int,
+                  epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Full batches of one epoch (the last partial batch dropped) from the rung's loader."""
+    if rung.loader == "rows":
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        yield from torch.utils.data.DataLoader(rows, batch_size=rung.batch_size, shuffle=True, generator=gen,
+                                               drop_last=True, num_workers=0)
+        return
+    for batch in data.batches("train", rung.batch_size, shuffle=True, seed=seed, epoch=epoch):
+        if batch["label"].shape[0] == rung.batch_size:
+            yield batch
+
+
+# --------------------------------------------------------------------------- CowClip
+def cowclip_(model: nn.Module, r: float = COWCLIP_R, zeta: float = COWCLIP_ZETA) -> None:
+    """Adaptive column-wise clipping of every gradient, in place (module docstring)."""
+    for p in model.parameters():
+        g = p.grad
+        if g is None:
+            continue
+        if g.is_sparse:
+            idx = g._indices()[0]
+            rows, inverse, counts = torch.unique(idx, return_inverse=True, return_counts=True)
+            values = torch.zeros(len(rows), *g.shape[1:], dtype=g.dtype).index_add_(0, inverse, g._values())
+            w_norm = p.detach()[rows].norm(dim=1).clamp(min=zeta)
+            clip = r * w_norm * counts.to(g.dtype)
+            scale = (clip / values.norm(dim=1).clamp(min=1e-12)).clamp(max=1.0)
+            p.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values * scale.unsqueeze(1), g.shape,
+                                             is_coalesced=True, check_invariants=False)
+        elif g.dim() >= 2:
+            flat = g.reshape(g.shape[0], -1)
+            clip = r * p.detach().reshape(p.shape[0], -1).norm(dim=1).clamp(min=zeta)
+            flat.mul_((clip / flat.norm(dim=1).clamp(min=1e-12)).clamp(max=1.0).unsqueeze(1))
+        else:
+            clip = r * float(p.detach().norm().clamp(min=zeta))
+            g.mul_(min(1.0, clip / max(float(g.norm()), 1e-12)))
+
+
+# --------------------------------------------------------------------------- quantised storage
+def quantise_rows_(table: torch.Tensor, storage: str) -> int:
+    """Round ``table`` (rows x dim) in place through the storage format; returns its stored bytes."""
+    rows, dim = table.shape
+    if storage == "fp32":
+        return rows * dim * 4
+    if storage == "fp16":
+        table.copy_(table.half().float())
+        return rows * dim * 2
+    if storage == "int8":
+        lo, hi = table.min(dim=1, keepdim=True).values, table.max(dim=1, keepdim=True).values
+        scale = ((hi - lo) / 255).clamp(min=1e-12)
+        table.copy_(torch.round((table - lo) / scale).clamp(0, 255) * scale + lo)
+        return rows * (dim + 8)  # uint8 codes + fp32 scale and bias per row
+    raise ConfigError(f"ladder: unknown storage {storage!r}; expected fp32, fp16 or int8")
+
+
+def store_tables_(model: CTRModel, storage: str) -> int:
+    """Every embedding table of ``model`` through ``storage``; returns the model's stored bytes
+    with the tables at that precision. With int8, a table whose rows are not wider than a row's
+    fp32 scale and bias (8 bytes: the first-order tables of dim 1) is stored in fp16 instead,
+    where int8 would cost more bytes than it saves."""
+    table_bytes, counted = 0, set()
+    with torch.no_grad():
+        for layer in embedding_layers(model):
+            for p in layer.parameters():
+                if p.dim() == 2 and id(p) not in counted:
+                    counted.add(id(p))
+                    narrow = storage == "int8" and p.shape[1] <= 8
+                    table_bytes += quantise_rows_(p.data, "fp16" if narrow else storage)
+    other = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in counted)
+    return table_bytes + other
+
+
+# --------------------------------------------------------------------------- one rung
+@dataclass
+class RungResult:
+    rung: Rung
+    samples: int = 0
+    steps: int = 0
+    data_s: float = 0.0
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    optimizer_s: float = 0.0
+    compile_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    model_bytes: int = 0
+    optimizer_bytes: int = 0
+    flops_per_step: float = 0.0
+    test_auc: float = float("nan")
+    curve: list[tuple[float, int, float]] = field(default_factory=list)  # (train s, samples, test AUC)
+
+    @property
+    def train_s(self) -> float:
+        return self.data_s + self.forward_s + self.backward_s + self.optimizer_s
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_s if self.train_s else float("nan")
+
+    def time_to(self, target: float) -> float | None:
+        return next((t for t, _, a in self.curve if a >= target), None)
+
+
+def machine_peak_flops(threads: int, n: int = 1024, rounds: int = 20) -> float:
+    """The fp32 matrix-product rate of this process (FLOP/s), the best of ``rounds`` n x n products."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = math.inf
+    for _ in range(rounds):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def build_model(data: PreparedDataset, cfg: LadderConfig, name: str, rung: Rung) -> CTRModel:
+    torch.manual_seed(cfg.seed)
+    model = MODELS.build(name, {"name": name, "hidden_units": list(cfg.hidden_units)}, data.feature_map,
+                         embedding={**rung.embedding, "dim": cfg.dim})
+    for layer in embedding_layers(model):
+        layer.sparse_grad = rung.sparse and layer.supports_sparse_grad
+        layer.set_frequencies(data.frequencies, data.num_rows("train"), by="frequency")
+    return model
+
+
+def make_optimizers(model: CTRModel, rung: Rung, cfg: LadderConfig) -> tuple[list[torch.optim.Optimizer], float, float]:
+    """(optimizers, dense lr, embedding lr) after the rung's batch-size scaling rule."""
+    s = rung.batch_size / BASE_BATCH
+    dense_lr = cfg.lr * {"none": 1.0, "linear": s, "cowclip": math.sqrt(s)}[rung.scaling]
+    emb_lr = cfg.lr * (s if rung.scaling == "linear" else 1.0)
+    layers = embedding_layers(model)
+    sparse = {id(p) for layer in layers for p in layer.sparse_parameters()}
+    tables = {id(p) for layer in layers for p in layer.parameters()}
+    groups = [[p for p in model.parameters() if id(p) in sparse],
+              [p for p in model.parameters() if id(p) in tables and id(p) not in sparse],
+              [p for p in model.parameters() if id(p) not in tables]]
+    opts = []
+    if groups[0]:
+        opts.append(torch.optim.SparseAdam(groups[0], lr=emb_lr))
+    if groups[1]:
+        opts.append(torch.optim.Adam(groups[1], lr=emb_lr))
+    opts.append(torch.optim.Adam(groups[2], lr=dense_lr))
+    for opt in opts:
+        for g in opt.param_groups:
+            g["initial_lr"] = g["lr"]
+    return opts, dense_lr, emb_lr
+
+
+@torch.no_grad()
+def test_auc(model: nn.Module, data: PreparedDataset, y: np.ndarray, bf16: bool) -> float:
+    model.eval()
+    out = []
+    for batch in data.batches("test", 65536):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logit = logit_of(model(batch))
+        out.append(torch.sigmoid(logit.float()))
+    model.train()
+    return auc(y, torch.cat(out).double().numpy())
+
+
+def run_rung(data: PreparedDataset, rows: RowDataset, cfg: LadderConfig, name: str, rung: Rung,
+             start: CTRModel | None = None) -> tuple[RungResult, CTRModel]:
+    """Train a fresh model with the rung's settings for the sample budget (``start``: the trained
+    model of the previous rung, for the storage rungs, which train nothing)."""
+    result = RungResult(rung)
+    y_test = data.column("test", "label")
+    if rung.storage != "fp32":
+        model = copy.deepcopy(start)
+        result.model_bytes = store_tables_(model, rung.storage)
+        result.test_auc = test_auc(model, data, y_test, rung.bf16)
+        return result, model
+    model = build_model(data, cfg, name, rung)
+    data.raw_ids = any(layer.uses_raw_ids for layer in embedding_layers(model))
+    rows_per_epoch = data.num_rows("train")
+    steps_per_epoch = rows_per_epoch // rung.batch_size
+    total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    check_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
+    opts, dense_lr, _ = make_optimizers(model, rung, cfg)
+    l2 = cfg.embedding_l2 * (rung.batch_size / BASE_BATCH if rung.scaling == "cowclip" else 1.0)
+    forward: Callable = torch.compile(model) if rung.compiled else model
+    layers = embedding_layers(model)
+    dense_opt = opts[-1]
+    model.train()
+    step = 0
+    with PeakMemory() as memory, progress(total_steps, rung.name, cfg.progress, unit="step") as bar:
+        epoch = 0
+        while step < total_steps:
+            batches = epoch_batches(data, rung, rows, cfg.seed, epoch)
+            while step < total_steps:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                t1 = time.perf_counter()
+                if batch is None:
+                    break
+                if rung.scaling == "cowclip" and step < steps_per_epoch:  # dense warm-up over the first epoch
+                    for g in dense_opt.param_groups:
+                        g["lr"] = g["initial_lr"] * (step + 1) / steps_per_epoch
+                for layer in layers:
+                    layer.forget()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=rung.bf16):
+                    out = forward(batch)
+                    loss = model.loss(batch, out)
+                    if l2 > 0:
+                        loss = loss + l2 * sum(layer.penalty() for layer in layers)
+                t2 = time.perf_counter()
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for layer in layers:
+                    layer.forget()
+                t3 = time.perf_counter()
+                if rung.scaling == "cowclip":
+                    cowclip_(model)
+                for opt in opts:
+                    opt.step()
+                t4 = time.perf_counter()
+                step += 1
+                if rung.compiled and step <= 2:  # the first calls compile (forward, then backward)
+                    result.compile_s += t4 - t1
+                else:
+                    result.data_s += t1 - t0
+                    result.forward_s += t2 - t1
+                    result.backward_s += t3 - t2
+                    result.optimizer_s += t4 - t3
+                    result.samples += rung.batch_size
+                if step == 3:  # count one step's FLOPs (untimed; the uncompiled model does the same products)
+                    with FlopCounterMode(display=False) as flops:
+                        model.loss(batch, model(batch)).backward()
+                    for opt in opts:
+                        opt.zero_grad(set_to_none=True)
+                    for layer in layers:
+                        layer.forget()
+                    result.flops_per_step = flops.get_total_flops()
+                bar.update(1)
+                if step % check_every == 0 or step == total_steps:
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise TrainingError(f"ladder rung {rung.name!r}: loss is {value} at step {step}")
+                    result.curve.append((result.train_s, result.samples, test_auc(forward, data, y_test, rung.bf16)))
+                    bar.set_postfix(auc=f"{result.curve[-1][2]:.4f}", sps=f"{result.samples_per_s:,.0f}", refresh=False)
+            epoch += 1
+    result.steps = step
+    result.peak_rss_mb = memory.peak_rss_mb
+    result.model_bytes = model.stored_bytes()
+    result.optimizer_bytes = sum(v.numel() * v.element_size() for opt in opts for state in opt.state.values()
+                                 for v in state.values() if torch.is_tensor(v))
+    result.test_auc = result.curve[-1][2] if result.curve else float("nan")
+    return result, model
+
+
+# --------------------------------------------------------------------------- the measurement
+def open_world(cfg: LadderConfig) -> PreparedDataset:
+    source = SOURCES.get("world").factory(SOURCES.config("world", {"scale": cfg.scale}))
+    return PreparedDataset(prepare(source, PrepareConfig(min_count=cfg.min_count, cache_root=cfg.cache_root),
+                                   verbose=cfg.progress))
+
+
+def run_ladder(cfg: LadderConfig, name: str, data: PreparedDataset, rows: RowDataset) -> list[RungResult]:
+    """Every rung for model ``name``."""
+    results: list[RungResult] = []
+    previous_model = None
+    for rung in ladder_rungs(cfg.large_batch, cfg.multi_hash_compression, cfg.compile):
+        print(f"[ladder] {name}: {rung.name}", flush=True)
+        result, model = run_rung(data, rows, cfg, name, rung, start=previous_model)
+        results.append(result)
+        if rung.storage == "fp32":
+            previous_model = model
+    for r in results:  # storage rungs inherit the trained rung's speed figures
+        if r.rung.storage != "fp32":
+            trained = next(x for x in results if x.rung.name.startswith("6 "))
+            r.samples, r.data_s, r.forward_s, r.backward_s, r.optimizer_s = (
+                trained.samples, trained.data_s, trained.forward_s, trained.backward_s, trained.optimizer_s)
+            r.curve = []
+    return results
+
+
+def ladder_table(results: list[RungResult], peak_flops: float, target_slack: float) -> dict:
+    base = results[0]
+    target = base.test_auc - target_slack
+    base_tta = base.time_to(target)
+    rows, previous = [], base
+    for r in results:
+        tta = r.time_to(target) if r.curve else None
+        flop_share = (r.flops_per_step * r.samples / r.rung.batch_size) / max(r.forward_s + r.backward_s, 1e-9) / peak_flops
+        phases = r.train_s or 1.0
+        rows.append([
+            r.rung.name, f"{r.rung.batch_size:,}", f"{r.samples_per_s:,.0f}",
+            f"{r.samples_per_s / base.samples_per_s:.2f}", f"{r.samples_per_s / previous.samples_per_s:.2f}",
+            " / ".join(f"{100 * x / phases:.0f}" for x in (r.data_s, r.forward_s, r.backward_s, r.optimizer_s)),
+            f"{r.peak_rss_mb:,.0f}" if r.peak_rss_mb else "–", f"{r.model_bytes / 2**20:.2f}",
+            f"{r.optimizer_bytes / 2**20:.2f}" if r.optimizer_bytes else "–",
+            f"{100 * flop_share:.0f}%" if r.flops_per_step else "–",
+            f"{r.test_auc:.4f}", f"{r.test_auc - base.test_auc:+.4f}",
+            "not reached" if r.curve and tta is None else (f"{tta:.0f} s" if tta is not None else "–"),
+            f"{base_tta / tta:.1f}" if tta and base_tta else "–",
+        ])
+        if r.rung.builds_on and r.rung.storage == "fp32":
+            previous = r
+    return {"rows": rows, "target": target}
+
+
+@register_measurement("hpc_ladder", config=LadderConfig)
+def hpc_ladder(cfg: LadderConfig) -> dict:
+    """Every rung of the ladder for each of ``cfg.models`` on the world (module docstring)."""
+    if not cfg.models:
+        raise ConfigError("hpc_ladder: models is empty")
+    torch.set_num_threads(cfg.threads)
+    peak = machine_peak_flops(cfg.threads)
+    data = open_world(cfg)
+    data.raw_ids = True  # the row loader holds every column a rung may need (multi-hash reads raw ids)
+    rows = RowDataset(next(data.batches("train", data.num_rows("train"))))
+    table_rows, notes = [], []
+    for name in cfg.models:
+        results = run_ladder(cfg, name, data, rows)
+        table = ladder_table(results, peak, cfg.target_slack)
+        table_rows += [[f"{name} · {row[0]}", *row[1:]] for row in table["rows"]]
+        notes.append(f"{name}: target test AUC {table['target']:.4f} (rung 0's final {results[0].test_auc:.4f} - "
+                     f"{cfg.target_slack})" + (f"; compile time of the compiled rung (first two steps, not in its "
+                     f"samples/s): {next(r for r in results if r.rung.compiled).compile_s:.1f} s" if cfg.compile else ""))
+    columns = ["model · rung", "batch", "samples/s", "x rung 0", "x previous", "% data / fwd / bwd / opt",
+               "peak RSS MB", "model MiB", "optimizer MiB", "FLOP/s share", "test AUC", "AUC - rung 0", "time to target",
+               "x rung 0 (time to target)"]
+    notes = [
+        f"hidden units {list(cfg.hidden_units)}, dim {cfg.dim}, world scale {cfg.scale}; every rung {cfg.epochs:g} "
+        f"epochs of the training split (full batches only), seed {cfg.seed}, {cfg.threads} threads; test AUC "
+        f"checked {cfg.evals_per_epoch} times per epoch; times exclude evaluation",
+        *notes,
+        f"fp32 matrix-product peak measured in this process: {peak / 1e9:.0f} GFLOP/s; FLOP/s share = counted "
+        "forward+backward FLOPs (torch FlopCounterMode) / (forward + backward time) / peak",
+        "'x previous' compares with the last rung the ladder builds on (the linear-LR rung is shown, not built on); "
+        "the rows of 7 are the rung 6 model's tables stored in fp16 / int8 (serving-side; speed figures are "
+        "rung 6's)",
+        f"large batch {cfg.large_batch:,} = {cfg.large_batch // BASE_BATCH}x the base 512: linear scales every LR by "
+        f"{cfg.large_batch / BASE_BATCH:g}; CowClip scales the dense LR by {math.sqrt(cfg.large_batch / BASE_BATCH):.2f}, "
+        f"keeps the embedding LR, multiplies the embedding L2 by {cfg.large_batch / BASE_BATCH:g}, warms the dense LR "
+        "up over the first epoch and clips per row (r=1, zeta=1e-5)",
+    ]
+    return {"columns": columns, "rows": table_rows, "notes": notes}

@@ -1,0 +1,90 @@
+"""The HPC ladder's pieces: CowClip's per-row clipping, row-wise quantised storage, and a smoke
+climb whose every rung trains, evaluates and reports (speed targets live in the measurement, not
+here)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from methods.system_efficiency.ladder import (
+    COWCLIP_ZETA,
+    LadderConfig,
+    cowclip_,
+    hpc_ladder,
+    ladder_rungs,
+    quantise_rows_,
+)
+
+
+def test_cowclip_clips_each_touched_row_to_r_times_its_weight_norm_times_its_count():
+    table = torch.nn.Parameter(torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.6, 0.8]]))  # norms 5, 0, 1
+    # row 0 looked up twice (grads summed: norm 100 -> clip 5 * 2 = 10), row 1 once (zero weight:
+    # clip zeta), row 2 once with a small gradient (norm 0.5 < clip 1: untouched)
+    idx = torch.tensor([[0, 1, 0, 2]])
+    values = torch.tensor([[30.0, 40.0], [1.0, 0.0], [30.0, 40.0], [0.3, 0.4]])
+    table.grad = torch.sparse_coo_tensor(idx, values, (3, 2), check_invariants=True)
+    model = torch.nn.Module()
+    model.table = table
+    cowclip_(model)
+    g = table.grad.to_dense()
+    torch.testing.assert_close(g[0], torch.tensor([6.0, 8.0]))
+    torch.testing.assert_close(g[1], torch.tensor([COWCLIP_ZETA, 0.0]))
+    torch.testing.assert_close(g[2], torch.tensor([0.3, 0.4]))
+
+
+def test_cowclip_clips_dense_matrices_per_output_unit():
+    w = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        w.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    w.weight.grad = torch.tensor([[10.0, 0.0], [0.0, 1.0]])
+    cowclip_(w)
+    torch.testing.assert_close(w.weight.grad, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+@pytest.mark.parametrize("storage, bytes_per_row", [("fp32", 64), ("fp16", 32), ("int8", 24)])
+def test_row_wise_storage_rounds_within_its_precision_and_counts_its_bytes(storage, bytes_per_row):
+    torch.manual_seed(0)
+    table = torch.randn(100, 16)
+    original = table.clone()
+    assert quantise_rows_(table, storage) == 100 * bytes_per_row
+    err = (table - original).abs()
+    if storage == "fp32":
+        assert torch.equal(table, original)
+    elif storage == "fp16":
+        assert 0 < err.max() < 1e-3
+    else:  # half a quantisation step of each row at most, and each row keeps its min and max
+        step = (original.max(1).values - original.min(1).values) / 255
+        assert err.max() > 0 and (err <= step.unsqueeze(1) / 2 + 1e-6).all()
+        torch.testing.assert_close(table.min(1).values, original.min(1).values)
+        torch.testing.assert_close(table.max(1).values, original.max(1).values)
+
+
+def test_each_rung_adds_one_change_and_the_linear_rung_is_not_built_upon():
+    rungs = ladder_rungs(16384, 4.0)
+    names = [r.name for r in rungs]
+    assert names[0].startswith("0 naive") and rungs[0].loader == "rows" and not rungs[0].sparse
+    assert rungs[1].loader == "columnar" and not rungs[1].sparse
+    assert rungs[2].sparse and rungs[2].batch_size == 512
+    linear, cowclip = rungs[3], rungs[4]
+    assert linear.scaling == "linear" and not linear.builds_on and cowclip.scaling == "cowclip"
+    assert all(r.scaling == "cowclip" and r.batch_size == 16384 for r in rungs[5:])
+    assert not any(r.compiled for r in ladder_rungs(16384, 4.0, compile=False))
+
+
+def test_a_smoke_climb_reports_every_rung_with_a_finite_auc(cache_root):
+    cfg = LadderConfig(models=["deepfm"], hidden_units=[32], dim=16, scale="smoke", cache_root=str(cache_root),
+                       epochs=2, evals_per_epoch=2, large_batch=2048, compile=False, progress=False)
+    result = hpc_ladder(cfg)
+    names = [row[0] for row in result["rows"]]
+    assert names == [f"deepfm · {r.name}" for r in ladder_rungs(2048, 4.0, compile=False)]
+    aucs = {row[0].split(" · ")[1]: float(row[result["columns"].index("test AUC")]) for row in result["rows"]}
+    # two smoke epochs: enough for every rung to learn, the large-batch ones after their warm-up
+    assert all(0.6 < a < 1 for a in aucs.values()), aucs
+    # fp16 storage moves the AUC by rounding only; int8 by more or as much
+    hashed, fp16, int8 = aucs["6 multi-hash embedding"], aucs["7 fp16 rows"], aucs["7 int8 rows"]
+    assert abs(fp16 - hashed) < 2e-3 and math.isfinite(int8)
+    model_mib = {row[0].split(" · ")[1]: float(row[result["columns"].index("model MiB")]) for row in result["rows"]}
+    assert model_mib["7 int8 rows"] < model_mib["7 fp16 rows"] < model_mib["6 multi-hash embedding"]
