@@ -255,10 +255,11 @@ class RungResult:
         return next((t for t, _, a in self.curve if a >= target), None)
 
 
-def machine_peak_flops(threads: int, n: int = 1024, rounds: int = 20) -> float:
-    """The fp32 matrix-product rate of this process (FLOP/s), the best of ``rounds`` n x n products."""
+def machine_peak_flops(threads: int, dtype: torch.dtype = torch.float32, n: int = 1024, rounds: int = 20) -> float:
+    """The matrix-product rate of this process (FLOP/s) in ``dtype``, the best of ``rounds`` n x n
+    products."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = math.inf
     for _ in range(rounds):
@@ -432,14 +433,16 @@ def run_ladder(cfg: LadderConfig, name: str, data: PreparedDataset, rows: RowDat
     return results
 
 
-def ladder_table(results: list[RungResult], peak_flops: float, target_slack: float) -> dict:
+def ladder_table(results: list[RungResult], peak_flops: dict[bool, float], target_slack: float) -> dict:
+    """Table rows; ``peak_flops`` maps bf16 (True) / fp32 (False) to the matrix-product peak a rung
+    of that precision is compared with."""
     base = results[0]
     target = base.test_auc - target_slack
     base_tta = base.time_to(target)
     rows, previous = [], base
     for r in results:
         tta = r.time_to(target) if r.curve else None
-        flop_share = (r.flops_per_step * r.samples / r.rung.batch_size) / max(r.forward_s + r.backward_s, 1e-9) / peak_flops
+        flop_share = (r.flops_per_step * r.samples / r.rung.batch_size) / max(r.forward_s + r.backward_s, 1e-9) / peak_flops[r.rung.bf16]
         phases = r.train_s or 1.0
         rows.append([
             r.rung.name, f"{r.rung.batch_size:,}", f"{r.samples_per_s:,.0f}",
@@ -463,7 +466,7 @@ def hpc_ladder(cfg: LadderConfig) -> dict:
     if not cfg.models:
         raise ConfigError("hpc_ladder: models is empty")
     torch.set_num_threads(cfg.threads)
-    peak = machine_peak_flops(cfg.threads)
+    peak = {False: machine_peak_flops(cfg.threads), True: machine_peak_flops(cfg.threads, torch.bfloat16)}
     data = open_world(cfg)
     data.raw_ids = True  # the row loader holds every column a rung may need (multi-hash reads raw ids)
     rows = RowDataset(next(data.batches("train", data.num_rows("train"))))
@@ -483,8 +486,11 @@ def hpc_ladder(cfg: LadderConfig) -> dict:
         f"epochs of the training split (full batches only), seed {cfg.seed}, {cfg.threads} threads; test AUC "
         f"checked {cfg.evals_per_epoch} times per epoch; times exclude evaluation",
         *notes,
-        f"fp32 matrix-product peak measured in this process: {peak / 1e9:.0f} GFLOP/s; FLOP/s share = counted "
-        "forward+backward FLOPs (torch FlopCounterMode) / (forward + backward time) / peak",
+        f"matrix-product peaks measured in this process: fp32 {peak[False] / 1e9:.0f} GFLOP/s, bf16 "
+        f"{peak[True] / 1e9:.0f} GFLOP/s (bf16 {'native' if peak[True] > peak[False] else 'not faster'} on this "
+        "CPU); FLOP/s share = counted forward+backward FLOPs (torch FlopCounterMode) / (forward + backward "
+        "time) / the peak of the rung's precision (bf16 rungs: the bf16 peak, though embedding lookups, "
+        "the loss and the optimizer stay fp32)",
         "'x previous' compares with the last rung the ladder builds on (the linear-LR rung is shown, not built on); "
         "the rows of 7 are the rung 6 model's tables stored in fp16 / int8 (serving-side; speed figures are "
         "rung 6's)",
