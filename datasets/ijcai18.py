@@ -91,7 +91,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from repro.data.rawfiles import RawFileSource, Rejections, line_blocks, ratio_split, require_file, strict_failure
+from repro.data.rawfiles import (
+    RawFileSource,
+    Rejections,
+    line_blocks,
+    ratio_split,
+    require_file,
+    split_lines,
+    strict_failure,
+)
 from repro.data.source import RawField
 from repro.errors import ConfigError, DataError
 from repro.registry import register_source
@@ -414,28 +422,6 @@ def _query_features(properties: pa.Array, predicted: pa.Array, category: pa.Arra
         "item_property_count": pa.array(np.log1p(np.bincount(i_rows[real[n_p:]], minlength=m).astype(np.float64))),
         "property_hits": pa.array(np.log1p(np.bincount(common // size, minlength=m).astype(np.float64))),
     }
-
-
-def split_lines(data: bytes) -> pa.LargeStringArray:
-    """The lines of ``data`` (valid UTF-8) without their line ends (LF, or CRLF; a lone CR stays),
-    the unterminated last one included: one numpy pass and a pyarrow array on the copied bytes.
-    (The same function as ``datasets/movielens.py``'s: each reader's fingerprint covers only its
-    own module and ``repro/data/rawfiles.py``, so a reader does not import another's.)"""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    nl = np.flatnonzero(buf == 10)
-    n = len(nl) + (1 if len(buf) and buf[-1] != 10 else 0)
-    starts = np.zeros(n, dtype=np.int64)
-    starts[1:] = nl[: n - 1] + 1
-    stops = np.append(nl, len(buf))[:n].astype(np.int64)
-    crlf = (np.arange(n) < len(nl)) & (stops > starts)
-    crlf[crlf] = buf[stops[crlf] - 1] == 13
-    stops -= crlf
-    keep = np.ones(len(buf), dtype=bool)
-    keep[nl] = False
-    keep[stops[crlf]] = False
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(stops - starts, out=offsets[1:])
-    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf[keep].tobytes()))
 
 
 def _header(path: Path) -> tuple[list[str], int]:

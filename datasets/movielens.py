@@ -103,6 +103,7 @@ from repro.data.rawfiles import (
     line_blocks,
     ratio_split,
     require_file,
+    split_lines,
     strict_failure,
 )
 from repro.data.source import RawField
@@ -380,26 +381,6 @@ class MovieLensSource(RawFileSource):
 
 
 # -- block parsing (vectorised) ------------------------------------------------------------------
-
-
-def split_lines(data: bytes) -> pa.LargeStringArray:
-    """The lines of ``data`` (valid UTF-8) without their line ends (LF, or CRLF; a lone CR stays),
-    the unterminated last one included: one numpy pass and a pyarrow array on the copied bytes."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    nl = np.flatnonzero(buf == 10)
-    n = len(nl) + (1 if len(buf) and buf[-1] != 10 else 0)
-    starts = np.zeros(n, dtype=np.int64)
-    starts[1:] = nl[: n - 1] + 1
-    stops = np.append(nl, len(buf))[:n].astype(np.int64)
-    crlf = (np.arange(n) < len(nl)) & (stops > starts)
-    crlf[crlf] = buf[stops[crlf] - 1] == 13
-    stops -= crlf
-    keep = np.ones(len(buf), dtype=bool)
-    keep[nl] = False
-    keep[stops[crlf]] = False
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(stops - starts, out=offsets[1:])
-    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf[keep].tobytes()))
 
 
 def _decode(data: bytes, encoding: str) -> tuple[bytes, str | None]:

@@ -21,6 +21,7 @@ from repro.data.rawfiles import (
     count_lines,
     line_blocks,
     ratio_split,
+    split_lines,
     strict_failure,
 )
 from repro.registry import SOURCES, load_plugins
@@ -146,3 +147,18 @@ def test_a_reader_fingerprint_covers_the_shared_module(tmp_path, monkeypatch):
     assert src.fingerprint() != before
     monkeypatch.undo()
     assert src.fingerprint() == before and rawfiles.__file__.endswith("rawfiles.py")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=8),
+                max_size=6), st.lists(st.booleans(), max_size=6), st.booleans())
+def test_split_lines_cuts_at_lf_and_crlf_and_keeps_a_lone_cr(lines, crlf, terminated):
+    ends = ["\r\n" if i < len(crlf) and crlf[i] else "\n" for i in range(len(lines))]
+    text = "".join(line + end for line, end in zip(lines, ends))
+    if lines and not terminated:
+        text = text[: -len(ends[-1])]
+    got = split_lines(text.encode("utf-8")).to_pylist()
+    # a line that itself ends in CR before its LF end loses that CR (it reads as CRLF)
+    want = [line[:-1] if end == "\n" and line.endswith("\r") and (terminated or i < len(lines) - 1) else line
+            for i, (line, end) in enumerate(zip(lines, ends))]
+    assert got == want

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 from repro.errors import DataError
 
@@ -133,6 +134,26 @@ def count_lines(data: bytes, cr_ends_lines: bool = False) -> int:
         n += data.count(b"\r") - data.count(b"\r\n")
     terminated = data.endswith(b"\n") or (cr_ends_lines and data.endswith(b"\r"))
     return n + (0 if terminated or not data else 1)
+
+
+def split_lines(data: bytes) -> pa.LargeStringArray:
+    """The lines of ``data`` (valid UTF-8) without their line ends (LF, or CRLF; a lone CR stays),
+    the unterminated last one included: one numpy pass and a pyarrow array on the copied bytes."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    n = len(nl) + (1 if len(buf) and buf[-1] != 10 else 0)
+    starts = np.zeros(n, dtype=np.int64)
+    starts[1:] = nl[: n - 1] + 1
+    stops = np.append(nl, len(buf))[:n].astype(np.int64)
+    crlf = (np.arange(n) < len(nl)) & (stops > starts)
+    crlf[crlf] = buf[stops[crlf] - 1] == 13
+    stops -= crlf
+    keep = np.ones(len(buf), dtype=bool)
+    keep[nl] = False
+    keep[stops[crlf]] = False
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(stops - starts, out=offsets[1:])
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf[keep].tobytes()))
 
 
 def line_blocks(
