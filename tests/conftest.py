@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import os
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -74,3 +77,18 @@ def bytes_read(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(builtins, "open", lambda *a, **k: Counting(real_open(*a, **k)))
     return read
+
+
+def assert_fingerprint_follows_edits(path: Path, fingerprint: Callable[[], str], first: str) -> None:
+    """A raw file's fingerprint (``first`` now) changes when a byte of its first sampled block
+    changes with the size and modification time kept, and again when a line is appended."""
+    stat = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(1000)
+        f.write(b"x")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = fingerprint()
+    assert second != first
+    with open(path, "ab") as f:
+        f.write(b"\n")
+    assert fingerprint() not in (first, second)

@@ -5,7 +5,6 @@ LF line ends). Nothing is downloaded."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
@@ -26,6 +25,7 @@ from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
 from repro.errors import ConfigError, DataError
 from repro.registry import SOURCES, load_plugins
+from tests.conftest import assert_fingerprint_follows_edits
 
 load_plugins()
 kdd12 = sys.modules["adrepro_datasets.kdd12"]  # datasets/ is loaded by path, never imported
@@ -316,16 +316,8 @@ def test_fingerprint_follows_the_files_and_reads_only_samples(tmp_path, monkeypa
     assert with_profile != first
     (tmp_path / "userid_profile.txt").write_text("11\t2\t3\n")
     assert source(tmp_path, profile_file="userid_profile.txt").fingerprint() != with_profile
-    stat = path.stat()
-    with open(path, "r+b") as f:  # same size, same mtime, a byte changed in the first block
-        f.seek(1000)
-        f.write(b"x")
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    second = source(tmp_path).fingerprint()
-    assert second != first
-    with open(path, "ab") as f:
-        f.write(b"\n")
-    assert source(tmp_path).fingerprint() not in (first, second)
+    # same size, same mtime, a byte changed in the first block; then a line appended
+    assert_fingerprint_follows_edits(path, lambda: source(tmp_path).fingerprint(), first)
 
 
 def test_prepare_builds_a_weighted_cache_with_roles(tmp_path, sample):
