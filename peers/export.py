@@ -1,0 +1,139 @@
+"""Write the simulated world's train/valid/test rows as CSV files with their RAW categorical values.
+
+adrepro's cache (``repro.data.prepare``) stores each categorical field encoded through the training
+vocabulary (plus a 63-bit hash of the raw value, ``<field>__raw``), never the raw value itself, and
+the encoding is preprocessing, which each library must do on its own (and is timed doing). So the
+rows come from the world source itself: ``source.chunks(split)`` yields exactly the raw chunks that
+``prepare`` encodes, in the same order (the world is a pure function of its config and seed; it
+has no malformed rows and no invalid labels to reject). ``tests/test_peers.py`` checks, on the
+smoke world, that every exported row's label and every raw value (through its hash) equal the
+prepared cache's, row for row.
+
+What is exported: the label (``click``, 0/1) and every categorical field of the world (user,
+query, context, ad, creative and position ids) as integers. Left out: the dense ``log_bid`` and the
+8-dim ``content`` vector (each library scales and embeds dense inputs its own way, which would
+confound the comparison; adrepro gets the same categorical-only subset through its ``tabular``
+source), the request/user keys (grouping keys, not features) and the ``test_random`` split. The
+test rows' true click probabilities go to ``test_p_click.npy`` beside the files, for the report's
+Bayes-optimal reference row only; no runner reads it.
+
+CSV, not parquet: the format FuxiCTR's pipeline starts from (``data_format: csv``), and plain text
+puts every library's parsing inside its measured preprocessing.
+
+    python -m peers.export --scale default --seed 0 --out .peers/data/world-default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from peers.common import META, SPLITS, TRUTH, csv_path
+from repro.registry import SOURCES, load_plugins
+
+TRUTH_COLUMN = "p_click"  # the world's true click probability of each test row (never given to a model)
+
+
+def world_source(scale: str = "default", seed: int = 0, **overrides):
+    """The simulated world exactly as adrepro's ``data=world`` builds it (conf/data/world.yaml)."""
+    load_plugins()
+    return SOURCES.get("world").factory(SOURCES.config("world", {"scale": scale, "seed": seed, **overrides}))
+
+
+def exported_fields(source) -> list[str]:
+    """The fields every library gets: the source's categorical fields, in its order."""
+    return [f.name for f in source.fields() if f.kind == "categorical"]
+
+
+def export(source, out: str | Path, max_train_rows: int | None = None, verbose: bool = True) -> dict:
+    """Write ``<out>/{train,valid,test}.csv``, ``<out>/test_p_click.npy`` and ``<out>/meta.json`` (last, so a folder with a
+    meta.json is complete); returns the meta. Built in a temporary sibling and renamed."""
+    out = Path(out)
+    started = time.perf_counter()
+    fields = exported_fields(source)
+    label = source.label
+    columns = [label, *fields]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    try:
+        rows, positives = {}, {}
+        for split in SPLITS:
+            cap = max_train_rows if split == "train" else None
+            truth = tmp / TRUTH if split == "test" else None
+            rows[split], positives[split] = _write_split(source, split, columns, csv_path(tmp, split), cap, truth)
+            if verbose:
+                print(f"export: {split}: {rows[split]:,} rows, {positives[split]:,} clicks", file=sys.stderr)
+        meta = {
+            "source": source.name,
+            "source_config": source.describe(),
+            "source_fingerprint": source.fingerprint(),
+            "label": label,
+            "fields": fields,
+            "splits": list(SPLITS),
+            "rows": rows,
+            "positives": positives,
+            "max_train_rows": max_train_rows,
+            "format": "csv (comma, header, integers)",
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return meta
+
+
+def _write_split(source, split: str, columns: list[str], path: Path, cap: int | None,
+                 truth_path: Path | None = None) -> tuple[int, int]:
+    n = clicks = 0
+    writer = None
+    truth = []
+    try:
+        for chunk in source.chunks(split):
+            if cap is not None and n + chunk.num_rows > cap:
+                chunk = chunk.slice(0, cap - n)
+            table = pa.table({c: chunk.column(c).cast(pa.int64()) for c in columns})
+            writer = writer or pacsv.CSVWriter(path, table.schema,
+                                               write_options=pacsv.WriteOptions(quoting_style="none"))
+            writer.write_table(table)
+            if truth_path is not None:
+                truth.append(chunk.column(TRUTH_COLUMN).to_numpy())
+            n += table.num_rows
+            clicks += pc.sum(table.column(columns[0])).as_py() or 0
+            if cap is not None and n >= cap:
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+    if truth_path is not None:
+        np.save(truth_path, np.concatenate(truth).astype(np.float64))
+    return n, clicks
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="default", help="the world's scale: smoke | default | large")
+    ap.add_argument("--seed", type=int, default=0, help="the world's seed")
+    ap.add_argument("--max-train-rows", type=int, default=0, help="keep only the first N training rows (0: all)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    source = world_source(args.scale, args.seed)
+    meta = export(source, args.out, args.max_train_rows or None)
+    print(f"export: {meta['rows']} rows of {len(meta['fields'])} fields in {meta['seconds']} s -> {args.out}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""`make peers`'s export (peers/export.py): the CSV files hold exactly the rows adrepro trains on.
+
+No peer library is needed: the export runs in adrepro's environment. On the smoke world, every
+exported row's label equals the prepared cache's, and every raw categorical value, hashed as
+``repro.data.prepare`` hashes it, equals the cache's raw-value hash of the same row and field; and
+adrepro's ``tabular`` source, reading the exported files back the way ``peers/run_adrepro.py``
+does, prepares the same number of rows with the same vocabulary sizes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+
+from peers.common import META, SPLITS, TRUTH, csv_path
+from peers.export import export, exported_fields
+from peers.run_adrepro import tabular_source
+from repro.data.dataset import PreparedDataset
+from repro.data.prepare import PrepareConfig, prepare, raw_column, raw_hash
+from tests.conftest import world
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("peers") / "export"
+    return out, export(world(), out, verbose=False)
+
+
+def test_export_round_trips_the_prepared_rows_and_labels(smoke_data, exported):
+    out, meta = exported
+    assert json.loads((out / META).read_text()) == meta
+    fields = meta["fields"]
+    assert fields == [f.name for f in smoke_data.feature_map.categorical]  # every categorical field, in order
+    assert meta["label"] == "click"
+    for split in SPLITS:
+        table = pacsv.read_csv(csv_path(out, split))
+        assert table.column_names == ["click", *fields]
+        assert table.num_rows == smoke_data.num_rows(split) == meta["rows"][split]
+        label = table.column("click").to_numpy()
+        np.testing.assert_array_equal(label, smoke_data.column(split, "label"))
+        assert set(np.unique(label)) == {0, 1}
+        assert meta["positives"][split] == int(label.sum())
+        for f in fields:
+            np.testing.assert_array_equal(raw_hash(table.column(f)), smoke_data.column(split, raw_column(f)),
+                                          err_msg=f"{split}.{f}")
+    truth = np.load(out / TRUTH)
+    np.testing.assert_array_equal(truth, smoke_data.truth("test")["p_click"].to_numpy())
+
+
+def test_adrepro_reads_the_export_back_with_the_same_vocabularies(smoke_data, exported, tmp_path):
+    out, meta = exported
+    root = prepare(tabular_source(out, meta), PrepareConfig(min_count=2, cache_root=str(tmp_path)), verbose=False)
+    again = PreparedDataset(root)
+    assert [f.name for f in again.feature_map.categorical] == meta["fields"]
+    assert not again.feature_map.dense
+    for split in SPLITS:
+        assert again.num_rows(split) == smoke_data.num_rows(split)
+        assert not again.provenance["rejected_rows"][split]
+        np.testing.assert_array_equal(again.column(split, "label"), smoke_data.column(split, "label"))
+    sizes = {f.name: f.vocab_size for f in again.feature_map.categorical}
+    assert sizes == {f.name: f.vocab_size for f in smoke_data.feature_map.categorical}
+
+
+def test_export_caps_training_rows_only(tmp_path):
+    source = world()
+    meta = export(source, tmp_path / "export", max_train_rows=1234, verbose=False)
+    assert meta["rows"]["train"] == 1234
+    assert meta["rows"]["test"] == source.expected_rows("test")
+    assert exported_fields(source) == meta["fields"]
+    first = next(iter(source.chunks("train")))
+    table = pacsv.read_csv(csv_path(tmp_path / "export", "train"))
+    np.testing.assert_array_equal(table.column("user_id").to_numpy(), first.column("user_id").to_numpy()[:1234])
