@@ -1,0 +1,140 @@
+"""adrepro's DeepFM on the exported CSV files, through adrepro's own pipeline (adrepro's .venv).
+
+Preprocessing (timed): the ``tabular`` source (datasets/tabular.py, the path for a user's own CSV
+files) reads the three CSV files and ``repro.data.prepare`` builds the columnar cache (train-only
+vocabularies with ``min_count``, OOV and padding indices, raw-value hashes), into a fresh cache
+folder so nothing is reused from an earlier run.
+
+Training: ``baselines/deepfm.py`` with the ``full`` embedding (one fused table, its default init
+N(0, 0.01)), trained by ``repro.train.train``, the trainer every adrepro table uses, configured to
+the shared settings: dense Adam on every parameter, embedding tables included
+(``embedding_optimizer: adam``; adrepro's own protocol uses lazy ``sparse_adam``, run with
+``--embedding-optimizer sparse_adam``), lr 1e-3, no embedding L2, no weight decay, no clipping,
+one epoch, batch 4096, 2 threads, seed 0, with the determinism switches ``repro.run`` sets.
+Training samples/s = samples / (time in the training loop, data fetch included); the one
+end-of-epoch validation pass the trainer makes is timed apart and excluded.
+
+    python -m peers.run_adrepro --data .peers/data/world-default --out .peers/out/default/adrepro
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from peers.common import SETTINGS, LABELS, PREDICTIONS, Clock, fresh_dir, load_meta, max_rss_mb, set_threads, write_result
+
+
+def tabular_config(data_dir: str | Path, meta: dict) -> dict:
+    """The ``tabular`` source's config for the exported files: categorical fields only, no roles."""
+    return {
+        "data_dir": str(Path(data_dir).resolve()),
+        "split": "files",
+        "train_file": "train.csv",
+        "valid_file": "valid.csv",
+        "test_file": "test.csv",
+        "format": "csv",
+        "label": meta["label"],
+        "categorical": list(meta["fields"]),
+        "dense": [],
+        "roles": {},
+        "transforms": {},
+    }
+
+
+def tabular_source(data_dir: str | Path, meta: dict | None = None):
+    from repro.registry import SOURCES
+
+    meta = meta or load_meta(data_dir)
+    return SOURCES.get("tabular").factory(SOURCES.config("tabular", tabular_config(data_dir, meta)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="the folder peers.export wrote")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--embedding-optimizer", default="adam", choices=("adam", "sparse_adam"))
+    args = ap.parse_args(argv)
+    s = SETTINGS
+    set_threads(s["threads"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = load_meta(args.data)
+
+    from repro.data.dataset import PreparedDataset
+    from repro.data.prepare import PrepareConfig, prepare
+    from repro.registry import MODELS
+    from repro.train import TrainConfig, predict, train
+
+    torch.set_num_threads(s["threads"])
+
+    # -- preprocessing: raw CSV -> adrepro's columnar cache -----------------------------------
+    cache = fresh_dir(out / "cache")
+    clock = Clock()
+    source = tabular_source(args.data, meta)
+    root = prepare(source, PrepareConfig(min_count=s["min_count"], cache_root=str(cache)), verbose=False)
+    data = PreparedDataset(root)
+    preprocess_s = clock.seconds()
+    rss_after_preprocess = max_rss_mb()
+
+    # -- model and training, as repro.run does it ---------------------------------------------
+    torch.manual_seed(s["seed"])
+    np.random.seed(s["seed"])
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    model = MODELS.build("deepfm", {"hidden_units": s["hidden_units"], "dropout": s["dropout"],
+                                    "batch_norm": s["batch_norm"]},
+                         data.feature_map, embedding={"name": "full", "dim": s["embedding_dim"]})
+    cfg = TrainConfig(optimizer="adam", lr=s["lr"], weight_decay=0.0, embedding_optimizer=args.embedding_optimizer,
+                      embedding_lr=None, embedding_l2=s["l2"], batch_size=s["batch_size"],
+                      eval_batch_size=s["eval_batch_size"], epochs=s["epochs"], evals_per_epoch=1,
+                      grad_clip_norm=0.0, threads=s["threads"], device="cpu", checkpoint=False, progress=False)
+    result = train(model, data, cfg, seed=s["seed"])
+    train_s = result.train_seconds + result.data_seconds
+
+    t = time.perf_counter()
+    y_pred = predict(model, data, "test", s["eval_batch_size"])
+    predict_s = time.perf_counter() - t
+    y_true = data.column("test", "label").astype(np.float64)
+    np.save(out / PREDICTIONS, y_pred.astype(np.float64))
+    np.save(out / LABELS, y_true)
+
+    import importlib.metadata
+
+    from repro.environment import git_state
+
+    git = git_state()
+    vocab = {f.name: f.vocab_size for f in data.feature_map.categorical}
+    write_result(out, {
+        "library": "adrepro",
+        "version": f"adrepro {importlib.metadata.version('adrepro')} (git {git['commit'][:10]}"
+                   f"{', uncommitted changes' if git['dirty'] else ''})",
+        "packages": {"torch": torch.__version__, "numpy": np.__version__},
+        "model_source": "baselines/deepfm.py (FirstOrder + FieldEmbedder + fm_interaction + MLP)",
+        "embedding_optimizer": args.embedding_optimizer,
+        "init": "embeddings N(0, 0.01) (full, init_std 0.01); first-order weights the same table scheme at dim 1; "
+                "MLP torch default (Kaiming-uniform)",
+        "preprocess_seconds": round(preprocess_s, 3),
+        "preprocess_what": "tabular source reads the CSVs + repro.data.prepare (vocabularies, encoding, parquet cache)",
+        "train_seconds": round(train_s, 3),
+        "train_data_seconds": round(result.data_seconds, 3),
+        "train_samples": result.samples,
+        "train_samples_per_s": round(result.samples / train_s, 1),
+        "train_steps": result.steps,
+        "valid_seconds_excluded": round(result.eval_seconds, 3),
+        "predict_seconds": round(predict_s, 3),
+        "parameters": int(model.num_parameters()),
+        "vocab_sizes": vocab,
+        "rows": {split: data.num_rows(split) for split in ("train", "valid", "test")},
+        "ru_maxrss_after_preprocess_mb": round(rss_after_preprocess, 1),
+        "ru_maxrss_mb": round(max_rss_mb(), 1),
+        "threads": torch.get_num_threads(),
+    })
+
+
+if __name__ == "__main__":
+    main()
