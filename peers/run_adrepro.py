@@ -29,6 +29,28 @@ import torch
 from peers.common import SETTINGS, LABELS, PREDICTIONS, Clock, fresh_dir, load_meta, max_rss_mb, set_threads, write_result
 
 
+INITS = {
+    "adrepro": "embeddings N(0, 0.01) (full, init_std 0.01); first-order weights zero; MLP torch default "
+               "(Kaiming-uniform weights and biases)",
+    "fuxictr": "FuxiCTR's, set by the runner: embeddings and first-order weights N(0, 1e-4); MLP Xavier-normal "
+               "weights, zero biases",
+}
+
+
+def fuxictr_init_(model, std: float = 1e-4) -> None:
+    """Give adrepro's DeepFM FuxiCTR's initialisation (BaseModel.reset_parameters + FeatureEmbedding)."""
+    from repro.embeddings import embedding_layers
+
+    with torch.no_grad():
+        for layer in embedding_layers(model):
+            layer.weight.normal_(0.0, std)
+            layer.weight[layer.offsets] = 0.0  # the padding rows stay zero, as FuxiCTR's padding_idx
+        for m in model.mlp.modules():
+            if isinstance(m, torch.nn.Linear):
+                torch.nn.init.xavier_normal_(m.weight)
+                torch.nn.init.zeros_(m.bias)
+
+
 def tabular_config(data_dir: str | Path, meta: dict) -> dict:
     """The ``tabular`` source's config for the exported files: categorical fields only, no roles."""
     return {
@@ -58,8 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", required=True, help="the folder peers.export wrote")
     ap.add_argument("--out", required=True)
     ap.add_argument("--embedding-optimizer", default="adam", choices=("adam", "sparse_adam"))
+    ap.add_argument("--seed", type=int, default=SETTINGS["seed"], help="the training seed")
+    ap.add_argument("--init", default="adrepro", choices=tuple(INITS),
+                    help="adrepro's own initialisation, or FuxiCTR's (an ablation of the one setting left to each library)")
     args = ap.parse_args(argv)
-    s = SETTINGS
+    s = {**SETTINGS, "seed": args.seed}
     set_threads(s["threads"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     model = MODELS.build("deepfm", {"hidden_units": s["hidden_units"], "dropout": s["dropout"],
                                     "batch_norm": s["batch_norm"]},
                          data.feature_map, embedding={"name": "full", "dim": s["embedding_dim"]})
+    if args.init == "fuxictr":
+        fuxictr_init_(model)
     cfg = TrainConfig(optimizer="adam", lr=s["lr"], weight_decay=0.0, embedding_optimizer=args.embedding_optimizer,
                       embedding_lr=None, embedding_l2=s["l2"], batch_size=s["batch_size"],
                       eval_batch_size=s["eval_batch_size"], epochs=s["epochs"], evals_per_epoch=1,
@@ -116,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         "packages": {"torch": torch.__version__, "numpy": np.__version__},
         "model_source": "baselines/deepfm.py (FirstOrder + FieldEmbedder + fm_interaction + MLP)",
         "embedding_optimizer": args.embedding_optimizer,
-        "init": "embeddings N(0, 0.01) (full, init_std 0.01); first-order weights the same table scheme at dim 1; "
-                "MLP torch default (Kaiming-uniform)",
+        "init": INITS[args.init],
+        "seed": args.seed,
         "preprocess_seconds": round(preprocess_s, 3),
         "preprocess_what": "tabular source reads the CSVs + repro.data.prepare (vocabularies, encoding, parquet cache)",
         "train_seconds": round(train_s, 3),

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="the folder peers.export wrote")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=SETTINGS["seed"], help="the training seed")
     args = ap.parse_args(argv)
-    s = SETTINGS
+    s = {**SETTINGS, "seed": args.seed}
     set_threads(s["threads"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         "model_source": "deepctr_torch.models.DeepFM (as shipped)",
         "embedding_optimizer": "adam",
         "init": "embeddings, first-order weights and MLP weights N(0, 1e-4) (init_std); MLP biases torch default",
+        "seed": args.seed,
         "preprocess_seconds": round(preprocess_s, 3),
         "preprocess_what": "pandas read_csv of the three files + train-only vocabularies (min_count) + encoding "
                            "+ SparseFeat columns",
