@@ -28,7 +28,16 @@ RUNS = {
     "fuxictr": "FuxiCTR",
     "deepctr": "DeepCTR-Torch",
     "adrepro": "adrepro",
-    "adrepro_sparse": "adrepro (lazy SparseAdam tables)",
+    "adrepro_sparse": "adrepro, lazy SparseAdam on the tables",
+    "adrepro_fuxictr_init": "adrepro, FuxiCTR's initialisation",
+}
+# What the two extra adrepro rows are, for the report's text.
+EXTRA = {
+    "adrepro_sparse": "adrepro's own protocol updates embedding rows with lazy `SparseAdam` (moments and steps only "
+                      "for the rows a batch touched); everything else as the adrepro row",
+    "adrepro_fuxictr_init": "adrepro's DeepFM initialised as FuxiCTR initialises its own (embeddings and first-order "
+                            "weights N(0, 1e-4), Xavier-normal MLP weights, zero biases); everything else as the "
+                            "adrepro row: an ablation of the one setting each library keeps its own default for",
 }
 EPS = 1e-7  # predictions are clipped to [EPS, 1 - EPS] before the logloss (a saturated float32 sigmoid is 0 or 1)
 BOOTSTRAP = 200
@@ -51,29 +60,43 @@ def paired_auc_interval(y: np.ndarray, p: np.ndarray, q: np.ndarray, seed: int =
     return float(lo), float(hi)
 
 
-def load_runs(runs_dir: Path, y_export: np.ndarray) -> dict[str, dict]:
-    found = {}
+def load_run(d: Path, y_export: np.ndarray) -> dict:
+    result = json.loads((d / RESULT).read_text())
+    measure = json.loads((d / "measure.json").read_text()) if (d / "measure.json").exists() else {}
+    y = np.load(d / LABELS)
+    p = np.load(d / PREDICTIONS)
+    if len(y) != len(p):
+        sys.exit(f"report: {d}: {len(p)} predictions for {len(y)} labels")
+    if len(y) != len(y_export):
+        sys.exit(f"report: {d}: {len(y)} test rows, the export has {len(y_export)}")
+    in_order = bool(np.array_equal(y, y_export))
+    if not in_order and int(y.sum()) != int(y_export.sum()):
+        sys.exit(f"report: {d}: its test labels are not the exported ones ({int(y.sum())} vs {int(y_export.sum())} clicks)")
+    return {"result": result, "measure": measure, "y": y, "p": p, "labels_in_order": in_order, **metrics(y, p)}
+
+
+def load_runs(runs_dir: Path, y_export: np.ndarray) -> dict[str, dict[int, dict]]:
+    """``{name: {seed: run}}`` for every finished run under ``runs_dir/<name>/seed<k>/``."""
+    found: dict[str, dict[int, dict]] = {}
     for name in RUNS:
-        d = runs_dir / name
-        if not (d / RESULT).exists():
-            continue
-        result = json.loads((d / RESULT).read_text())
-        measure = json.loads((d / "measure.json").read_text()) if (d / "measure.json").exists() else {}
-        y = np.load(d / LABELS)
-        p = np.load(d / PREDICTIONS)
-        if len(y) != len(p):
-            sys.exit(f"report: {d}: {len(p)} predictions for {len(y)} labels")
-        if len(y) != len(y_export):
-            sys.exit(f"report: {d}: {len(y)} test rows, the export has {len(y_export)}")
-        in_order = bool(np.array_equal(y, y_export))
-        same_multiset = in_order or int(y.sum()) == int(y_export.sum())
-        if not same_multiset:
-            sys.exit(f"report: {d}: its test labels are not the exported ones ({int(y.sum())} vs {int(y_export.sum())} clicks)")
-        found[name] = {"result": result, "measure": measure, "y": y, "p": p, "labels_in_order": in_order,
-                       **metrics(y, p)}
+        seeds = sorted(int(d.name[4:]) for d in (runs_dir / name).glob("seed*") if (d / RESULT).exists())
+        if seeds:
+            found[name] = {k: load_run(runs_dir / name / f"seed{k}", y_export) for k in seeds}
     if not found:
         sys.exit(f"report: no finished run under {runs_dir}")
     return found
+
+
+def first(seeds: dict[int, dict]) -> tuple[int, dict]:
+    k = min(seeds)
+    return k, seeds[k]
+
+
+def spread(values: list[float], digits: int) -> str:
+    """median [min, max]"""
+    if len(values) == 1:
+        return f"{values[0]:,.{digits}f}"
+    return f"{np.median(values):,.{digits}f} [{min(values):,.{digits}f}, {max(values):,.{digits}f}]"
 
 
 def fmt(x, digits=0) -> str:
@@ -90,14 +113,15 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "# Peer libraries: one DeepFM in FuxiCTR, DeepCTR-Torch and adrepro, same rows, same settings",
         "",
         f"Written by `make peers` (code and method: `peers/`, `peers/README.md`) on "
-        f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Each library ran in its own process "
-        f"(the peers in their own virtual environments), one after the other, on the machine below. One seed, one "
-        f"run each: speed and memory are single measurements, and the AUC differences carry the training noise of "
-        f"one seed, which the test-row interval below does not cover.",
+        f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Every run is one process (the peers "
+        f"in their own virtual environments), one run after the other, on the machine below. The comparison is "
+        f"training seed {min(min(v) for v in runs.values())}; the same runs repeated with the other seeds below "
+        f"show how much of each difference is training noise and run-to-run speed noise.",
         "",
         "## Results",
         "",
-        f"Test split of the simulated world (`scale={cfg['scale']}`, world seed {cfg['seed']}): {rows['test']:,} rows. "
+        f"Test split of the simulated world (`scale={cfg['scale']}`, world seed {cfg['seed']}): {rows['test']:,} rows; "
+        f"training seed {min(min(v) for v in runs.values())}. "
         f"AUC and logloss by one function (`peers/report.py`: scikit-learn's `roc_auc_score` and `log_loss`, "
         f"predictions clipped to [1e-7, 1 - 1e-7]) on the predictions each library saved.",
         "",
@@ -105,7 +129,8 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "peak RSS, process (MB) | peak RSS, process tree (MB) | parameters | run wall (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in runs.items():
+    for name, seeds in runs.items():
+        _, r = first(seeds)
         res, m = r["result"], r["measure"]
         lines.append(
             f"| {RUNS[name]} | {r['auc']:.4f} | {r['logloss']:.4f} | {fmt(res['preprocess_seconds'], 1)} | "
@@ -116,24 +141,56 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         lines.append(f"| Bayes-optimal (the world's true click probability) | {bayes['auc']:.4f} | "
                      f"{bayes['logloss']:.4f} | | | | | | | |")
     lines += [""]
+    for name in runs:
+        if name in EXTRA:
+            lines.append(f"- *{RUNS[name]}*: {EXTRA[name]}.")
+    lines += [""]
+
+    seed_lists = {name: sorted(seeds) for name, seeds in runs.items()}
+    if any(len(v) > 1 for v in seed_lists.values()):
+        lines += [
+            "The same runs repeated with other training seeds (the data, the settings and the machine unchanged; "
+            "FuxiCTR's row order also changes from run to run whatever the seed): the spread of each number. "
+            "Speed and preprocessing as median [min, max].",
+            "",
+            "| library | seeds | test AUC per seed | test AUC mean ± sd | test logloss mean | training samples/s | "
+            "preprocessing (s) | peak RSS, process (MB), max | peak RSS, tree (MB), max |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, seeds in runs.items():
+            rs = [seeds[k] for k in sorted(seeds)]
+            aucs = [r["auc"] for r in rs]
+            sd = f" ± {np.std(aucs, ddof=1):.4f}" if len(aucs) > 1 else ""
+            lines.append(
+                f"| {RUNS[name]} | {', '.join(map(str, sorted(seeds)))} | {', '.join(f'{a:.4f}' for a in aucs)} | "
+                f"{np.mean(aucs):.4f}{sd} | {np.mean([r['logloss'] for r in rs]):.4f} | "
+                f"{spread([r['result']['train_samples_per_s'] for r in rs], 0)} | "
+                f"{spread([r['result']['preprocess_seconds'] for r in rs], 1)} | "
+                f"{fmt(max((r['measure']['peak_rss_main_mb'] for r in rs if r['measure']), default=None))} | "
+                f"{fmt(max((r['measure']['peak_rss_tree_mb'] for r in rs if r['measure']), default=None))} |"
+            )
+        lines.append("")
 
     ref = "adrepro" if "adrepro" in runs else next(iter(runs))
     others = [n for n in runs if n != ref]
     if others:
+        k0, r0 = first(runs[ref])
         lines += [
-            f"ΔAUC against {RUNS[ref]} on the same test rows, with a 95% paired bootstrap interval over the test rows "
-            f"({BOOTSTRAP} resamples, seed 0; training noise across seeds is not in it):",
+            f"ΔAUC against {RUNS[ref]}: at seed {k0} on the same test rows, with a 95% paired bootstrap interval over "
+            f"the test rows ({BOOTSTRAP} resamples; training noise is not in it), and between the means over the "
+            f"seeds each ran (training noise is in the seeds' sd above):",
             "",
         ]
-        y, p_ref = runs[ref]["y"], runs[ref]["p"]
         for n in others:
-            if runs[n]["labels_in_order"] and runs[ref]["labels_in_order"]:
-                lo, hi = paired_auc_interval(y, runs[n]["p"], p_ref)
-                lines.append(f"- {RUNS[n]} − {RUNS[ref]}: {runs[n]['auc'] - runs[ref]['auc']:+.4f} "
-                             f"[{lo:+.4f}, {hi:+.4f}]")
+            k, r = first(runs[n])
+            d0 = r["auc"] - r0["auc"]
+            if k == k0 and r["labels_in_order"] and r0["labels_in_order"]:
+                lo, hi = paired_auc_interval(r0["y"], r["p"], r0["p"])
+                at0 = f"{d0:+.4f} [{lo:+.4f}, {hi:+.4f}]"
             else:
-                lines.append(f"- {RUNS[n]} − {RUNS[ref]}: {runs[n]['auc'] - runs[ref]['auc']:+.4f} "
-                             f"(rows not in export order: no paired interval)")
+                at0 = f"{d0:+.4f} (no paired interval)"
+            dm = np.mean([x["auc"] for x in runs[n].values()]) - np.mean([x["auc"] for x in runs[ref].values()])
+            lines.append(f"- {RUNS[n]} − {RUNS[ref]}: seed {k0} {at0}; means over seeds {dm:+.4f}")
         lines.append("")
 
     lines += [
@@ -150,14 +207,16 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "",
         "Per-phase detail:",
         "",
-        "| library | preprocessing does | training steps | loop data wait (s) | valid pass excluded (s) | "
-        "test prediction (s) | peak RSS after preprocessing (MB, ru_maxrss) | test labels in export order |",
-        "|---|---|---|---|---|---|---|---|",
+        "| library | preprocessing does | of which Ray start-up (s) | training steps | loop data wait (s) | "
+        "valid pass excluded (s) | test prediction (s) | peak RSS after preprocessing (MB, ru_maxrss) | "
+        "test labels in export order |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in runs.items():
-        res = r["result"]
+    for name, seeds in runs.items():
+        res = first(seeds)[1]["result"]
+        r = first(seeds)[1]
         lines.append(
-            f"| {RUNS[name]} | {res['preprocess_what']} | {res['train_steps']} | "
+            f"| {RUNS[name]} | {res['preprocess_what']} | {fmt(res.get('ray_init_seconds'), 1)} | {res['train_steps']} | "
             f"{fmt(res.get('train_data_seconds'), 1)} | {fmt(res.get('valid_seconds_excluded'), 1)} | "
             f"{fmt(res['predict_seconds'], 1)} | {fmt(res['ru_maxrss_after_preprocess_mb'])} | "
             f"{'yes' if r['labels_in_order'] else 'no (same labels, reordered)'} |"
@@ -187,7 +246,8 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "|---|" + "---|" * len(runs),
     ]
     for f in meta["fields"]:
-        lines.append(f"| `{f}` | " + " | ".join(str(runs[n]["result"]["vocab_sizes"].get(f, "–")) for n in runs) + " |")
+        lines.append(f"| `{f}` | " + " | ".join(str(first(runs[n])[1]["result"]["vocab_sizes"].get(f, "–"))
+                                                for n in runs) + " |")
     lines += [
         "",
         "FuxiCTR and adrepro reserve index 0 for padding and n + 1 for rare/unseen values (n + 2 rows); the "
@@ -207,8 +267,8 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "| library | model | initialisation | optimizer | version |",
         "|---|---|---|---|---|",
     ]
-    for name, r in runs.items():
-        res = r["result"]
+    for name, seeds in runs.items():
+        res = first(seeds)[1]["result"]
         lines.append(f"| {RUNS[name]} | {res['model_source']} | {res['init']} | Adam, lr {res['settings']['lr']:g}, "
                      f"embedding tables: {res['embedding_optimizer']} | {res['version']} |")
     lines += [
@@ -227,15 +287,15 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "`OMP_NUM_THREADS`/`MKL_NUM_THREADS`/`POLARS_MAX_THREADS` = 2 in the environment; Ray starts with its "
         "defaults (FuxiCTR's `transform` uses cpu_count // 2 = 1 worker task)",
     ]
-    for name, r in runs.items():
-        res = r["result"]
+    for name, seeds in runs.items():
+        res = first(seeds)[1]["result"]
         pk = ", ".join(f"{k} {v}" for k, v in res["packages"].items())
         lines.append(f"- {RUNS[name]}: {res['version']}; Python {res['python']}; {pk}")
     lines += [
         "",
         "Reproduce: `make peers` (sets up `.peers/venv-fuxictr` and `.peers/venv-deepctr` from "
-        "`peers/requirements-*.txt`, exports the data, runs the three runners one after the other, writes this "
-        "file; a second call reruns nothing, `make peers FORCE=1` reruns the runs). Outputs of this run: "
+        "`peers/requirements-*.txt`, exports the data, makes every run above one after the other, writes this "
+        "file; a second call reruns nothing, `make peers FORCE=1` reruns the runs). Outputs of these runs: "
         f"`{runs_dir}` and `{data_dir}` (git-ignored).",
         "",
     ]
@@ -261,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    summary = ", ".join(f"{RUNS[n]} AUC {r['auc']:.4f}" for n, r in runs.items())
+    summary = ", ".join(f"{RUNS[n]} AUC {np.mean([r['auc'] for r in seeds.values()]):.4f}" for n, seeds in runs.items())
     print(f"report: {summary} -> {out}", file=sys.stderr)
 
 
