@@ -62,7 +62,6 @@ PEERS_OUT    := $(PEERS)/out/$(PEERS_NAME)
 PEERS_ENV    := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 POLARS_MAX_THREADS=2
 PEERS_RERUN  := $(if $(filter 1,$(FORCE)),peers-rerun)
 PEERS_COMMON := peers/__init__.py peers/common.py peers/measure.py $(PEERS_DATA)/meta.json $(PEERS_RERUN)
-MEASURE       = $(PEERS_ENV) $(PY) -m peers.measure --out $(@D)/measure.json --
 
 $(PEERS)/venv-%/.installed: peers/requirements-%.txt
 	test -x $(PEERS)/venv-$*/bin/python || $(PYTHON) -m venv $(PEERS)/venv-$*
@@ -72,25 +71,32 @@ $(PEERS)/venv-%/.installed: peers/requirements-%.txt
 $(PEERS_DATA)/meta.json: peers/export.py datasets/world.py | $(STAMP)
 	$(PY) -m peers.export --scale $(PEERS_SCALE) --max-train-rows $(PEERS_ROWS) --out $(PEERS_DATA)
 
-$(PEERS_OUT)/fuxictr/result.json: peers/run_fuxictr.py $(PEERS)/venv-fuxictr/.installed $(PEERS_COMMON)
-	rm -f $@
-	$(MEASURE) $(PEERS)/venv-fuxictr/bin/python -m peers.run_fuxictr --data $(PEERS_DATA) --out $(@D)
-
-$(PEERS_OUT)/deepctr/result.json: peers/run_deepctr.py $(PEERS)/venv-deepctr/.installed $(PEERS_COMMON) \
-		| $(PEERS_OUT)/fuxictr/result.json
-	rm -f $@
-	$(MEASURE) $(PEERS)/venv-deepctr/bin/python -m peers.run_deepctr --data $(PEERS_DATA) --out $(@D)
-
-$(PEERS_OUT)/adrepro/result.json: peers/run_adrepro.py $(STAMP) $(PEERS_COMMON) | $(PEERS_OUT)/deepctr/result.json
-	rm -f $@
-	$(MEASURE) $(PY) -m peers.run_adrepro --data $(PEERS_DATA) --out $(@D)
-
-# adrepro once more with its own protocol's lazy SparseAdam on the tables (everything else as above).
-$(PEERS_OUT)/adrepro_sparse/result.json: peers/run_adrepro.py $(STAMP) $(PEERS_COMMON) | $(PEERS_OUT)/adrepro/result.json
-	rm -f $@
-	$(MEASURE) $(PY) -m peers.run_adrepro --data $(PEERS_DATA) --out $(@D) --embedding-optimizer sparse_adam
-
-PEERS_RUNS := $(foreach r,fuxictr deepctr adrepro adrepro_sparse,$(PEERS_OUT)/$(r)/result.json)
+# One measured run of one library at one training seed, in its own process; each run waits for the
+# previous one (an order-only prerequisite), so no two runs ever share the CPU. Arguments: name,
+# seed, prerequisites, command.
+PEERS_RUNS :=
+PEERS_PREV :=
+define PEERS_RUN
+$(PEERS_OUT)/$(1)/seed$(2)/result.json: $(3) $(PEERS_COMMON) | $(PEERS_PREV)
+	rm -f $$@
+	$(PEERS_ENV) $(PY) -m peers.measure --out $$(@D)/measure.json -- $(4) --data $(PEERS_DATA) --out $$(@D) --seed $(2)
+PEERS_RUNS += $(PEERS_OUT)/$(1)/seed$(2)/result.json
+PEERS_PREV := $(PEERS_OUT)/$(1)/seed$(2)/result.json
+endef
+# Seed 0 is the comparison; seeds 1 and 2 give the spread of AUC and speed. Besides the three
+# libraries: adrepro with its own protocol's lazy SparseAdam on the tables, and adrepro with
+# FuxiCTR's initialisation (the one setting each library keeps its own default for).
+PEERS_SEEDS ?= 0 1 2
+$(foreach seed,$(PEERS_SEEDS),\
+  $(eval $(call PEERS_RUN,fuxictr,$(seed),peers/run_fuxictr.py $(PEERS)/venv-fuxictr/.installed,\
+    $(PEERS)/venv-fuxictr/bin/python -m peers.run_fuxictr))\
+  $(eval $(call PEERS_RUN,deepctr,$(seed),peers/run_deepctr.py $(PEERS)/venv-deepctr/.installed,\
+    $(PEERS)/venv-deepctr/bin/python -m peers.run_deepctr))\
+  $(eval $(call PEERS_RUN,adrepro,$(seed),peers/run_adrepro.py $(STAMP),$(PY) -m peers.run_adrepro))\
+  $(eval $(call PEERS_RUN,adrepro_sparse,$(seed),peers/run_adrepro.py $(STAMP),\
+    $(PY) -m peers.run_adrepro --embedding-optimizer sparse_adam))\
+  $(eval $(call PEERS_RUN,adrepro_fuxictr_init,$(seed),peers/run_adrepro.py $(STAMP),\
+    $(PY) -m peers.run_adrepro --init fuxictr)))
 
 $(PEERS_REPORT): $(PEERS_RUNS) peers/report.py
 	$(PY) -m peers.report --data $(PEERS_DATA) --runs $(PEERS_OUT) --out $@
