@@ -193,7 +193,11 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
             lines.append(f"- {RUNS[n]} − {RUNS[ref]}: seed {k0} {at0}; means over seeds {dm:+.4f}")
         lines.append("")
 
+    walls = [r["measure"]["wall_seconds"] for seeds in runs.values() for r in seeds.values() if r["measure"]]
     lines += [
+        f"All {len(walls)} runs together: {sum(walls) / 60:.1f} minutes of wall time, one after the other (plus "
+        f"{meta['seconds']:.0f} s for the export).",
+        "",
         "Columns:",
         "",
         "- **preprocessing**: wall time from the raw CSV files to the encoded data the library trains from, "
