@@ -12,7 +12,8 @@ Input. Three CSV files the user places in ``data_dir`` (nothing is downloaded):
 ``behavior_log.csv`` (the users' browse/cart/fav/buy log) is out of scope: it is not read.
 
 Each impression is joined with its ad's and its user's row (a sorted index on the side table's
-key, ``numpy.searchsorted``, vectorised per chunk; the side tables are read whole once per pass).
+key, ``numpy.searchsorted``, vectorised per chunk; each side table is read whole once and kept for
+the later passes while its size and modification time stay the same).
 Field names and roles are ``datasets/taobao_ad.py``'s (FuxiCTR's TaobaoAd_x1): ``userid`` (role
 ``user``), ``adgroup_id`` (``ad``), ``pid`` (``scene``), the ad and profile columns categorical,
 ``price`` dense as ``log1p(max(price, 0))``; so a model runs on either reader. ``time_stamp`` is
@@ -132,6 +133,7 @@ class TaobaoRawSource(RawFileSource):
         super().__init__(cfg)
         self.day_split: dict[int, int] = {}
         self.outside_days = 0
+        self._sides: dict[tuple[str, ...], tuple[tuple, tuple[np.ndarray, pa.Table]]] = {}
         for k, split in enumerate(SPLIT_NAMES):
             days = getattr(cfg, f"{split}_days")
             if isinstance(days, str) or not list(days):
@@ -171,8 +173,8 @@ class TaobaoRawSource(RawFileSource):
             raise DataError(f"{NAME}: unknown split {split!r}; known: {list(SPLIT_NAMES)}")
         want = SPLIT_NAMES.index(split)
         paths = self._paths()
-        ads = self._side(paths["ad"], AD_COLUMNS)
-        users = self._side(paths["user"], USER_COLUMNS)
+        ads = self._cached_side(paths["ad"], AD_COLUMNS)
+        users = self._cached_side(paths["user"], USER_COLUMNS)
         ledger = Rejections(NAME, paths["sample"], split, KINDS)
         missing_ad = missing_user = other_days = 0
         yielded = False
@@ -243,6 +245,14 @@ class TaobaoRawSource(RawFileSource):
             raise DataError(f"{NAME}: {path} is empty (expected the header {','.join(SAMPLE_COLUMNS)})")
 
     # -- side tables ----------------------------------------------------------------------------
+
+    def _cached_side(self, path: Path, columns: tuple[str, ...]) -> tuple[np.ndarray, pa.Table]:
+        """``_side``, read once per file state (path, size, modification time) for all passes."""
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if self._sides.get(columns, (None,))[0] != key:
+            self._sides[columns] = (key, self._side(path, columns))
+        return self._sides[columns][1]
 
     def _side(self, path: Path, columns: tuple[str, ...]) -> tuple[np.ndarray, pa.Table]:
         """The side table's sorted int64 keys and its other columns in that order (first row per key)."""
