@@ -25,7 +25,7 @@ def test_large_batch_step(benchmark, bench_data, technique):
     cfg = LadderConfig()
     rung = Rung("bench", batch_size=BATCH, scaling="cowclip", bf16=technique == "bf16 autocast")
     model = build_model(bench_data, cfg, "deepfm", rung)
-    opts, _, _ = make_optimizers(model, rung, cfg)
+    opts = make_optimizers(model, rung, cfg)
     batches = list(itertools.islice(bench_data.batches("train", BATCH, shuffle=True), STEPS))
     model.train()
 

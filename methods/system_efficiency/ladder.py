@@ -230,7 +230,6 @@ def store_tables_(model: CTRModel, storage: str) -> int:
 class RungResult:
     rung: Rung
     samples: int = 0
-    steps: int = 0
     data_s: float = 0.0
     forward_s: float = 0.0
     backward_s: float = 0.0
@@ -279,8 +278,8 @@ def build_model(data: PreparedDataset, cfg: LadderConfig, name: str, rung: Rung)
     return model
 
 
-def make_optimizers(model: CTRModel, rung: Rung, cfg: LadderConfig) -> tuple[list[torch.optim.Optimizer], float, float]:
-    """(optimizers, dense lr, embedding lr) after the rung's batch-size scaling rule."""
+def make_optimizers(model: CTRModel, rung: Rung, cfg: LadderConfig) -> list[torch.optim.Optimizer]:
+    """The tables' optimizers, then the dense one (last), at the rung's batch-size scaling rule."""
     s = rung.batch_size / BASE_BATCH
     dense_lr = cfg.lr * {"none": 1.0, "linear": s, "cowclip": math.sqrt(s)}[rung.scaling]
     emb_lr = cfg.lr * (s if rung.scaling == "linear" else 1.0)
@@ -299,7 +298,7 @@ def make_optimizers(model: CTRModel, rung: Rung, cfg: LadderConfig) -> tuple[lis
     for opt in opts:
         for g in opt.param_groups:
             g["initial_lr"] = g["lr"]
-    return opts, dense_lr, emb_lr
+    return opts
 
 
 @torch.no_grad()
@@ -314,24 +313,29 @@ def test_auc(model: nn.Module, data: PreparedDataset, y: np.ndarray, bf16: bool)
     return auc(y, torch.cat(out).double().numpy())
 
 
-def run_rung(data: PreparedDataset, rows: RowDataset, cfg: LadderConfig, name: str, rung: Rung,
-             start: CTRModel | None = None) -> tuple[RungResult, CTRModel]:
-    """Train a fresh model with the rung's settings for the sample budget (``start``: the trained
-    model of the previous rung, for the storage rungs, which train nothing)."""
+def store_rung(data: PreparedDataset, rung: Rung, trained: RungResult, trained_model: CTRModel) -> RungResult:
+    """A storage rung: a copy of the trained rung's model with its tables through ``rung.storage``.
+    It trains nothing, so its speed figures are the trained rung's."""
+    model = copy.deepcopy(trained_model)
+    result = replace(trained, rung=rung, curve=[], compile_s=0.0, peak_rss_mb=0.0, optimizer_bytes=0,
+                     flops_per_step=0.0)
+    result.model_bytes = store_tables_(model, rung.storage)
+    result.test_auc = test_auc(model, data, data.column("test", "label"), rung.bf16)
+    return result
+
+
+def run_rung(data: PreparedDataset, rows: RowDataset, cfg: LadderConfig, name: str,
+             rung: Rung) -> tuple[RungResult, CTRModel]:
+    """Train a fresh model with the rung's settings for the sample budget."""
     result = RungResult(rung)
     y_test = data.column("test", "label")
-    if rung.storage != "fp32":
-        model = copy.deepcopy(start)
-        result.model_bytes = store_tables_(model, rung.storage)
-        result.test_auc = test_auc(model, data, y_test, rung.bf16)
-        return result, model
     model = build_model(data, cfg, name, rung)
     data.raw_ids = any(layer.uses_raw_ids for layer in embedding_layers(model))
     rows_per_epoch = data.num_rows("train")
     steps_per_epoch = rows_per_epoch // rung.batch_size
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
     check_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
-    opts, dense_lr, _ = make_optimizers(model, rung, cfg)
+    opts = make_optimizers(model, rung, cfg)
     l2 = cfg.embedding_l2 * (rung.batch_size / BASE_BATCH if rung.scaling == "cowclip" else 1.0)
     if rung.compiled:  # sparse lookups stay eager: inductor cannot hold a sparse gradient's storage
         for layer in embedding_layers(model):
@@ -360,7 +364,7 @@ def run_rung(data: PreparedDataset, rows: RowDataset, cfg: LadderConfig, name: s
                     out = forward(batch)
                     loss = model.loss(batch, out)
                     if l2 > 0:
-                        loss = loss + l2 * sum(layer.penalty() for layer in layers)
+                        loss = loss + l2 * model.embedding_penalty()
                 t2 = time.perf_counter()
                 for opt in opts:
                     opt.zero_grad(set_to_none=True)
@@ -398,7 +402,6 @@ def run_rung(data: PreparedDataset, rows: RowDataset, cfg: LadderConfig, name: s
                     result.curve.append((result.train_s, result.samples, test_auc(forward, data, y_test, rung.bf16)))
                     bar.set_postfix(auc=f"{result.curve[-1][2]:.4f}", sps=f"{result.samples_per_s:,.0f}", refresh=False)
             epoch += 1
-    result.steps = step
     result.peak_rss_mb = memory.peak_rss_mb
     result.model_bytes = model.stored_bytes()
     result.optimizer_bytes = sum(v.numel() * v.element_size() for opt in opts for state in opt.state.values()
@@ -417,19 +420,13 @@ def open_world(cfg: LadderConfig) -> PreparedDataset:
 def run_ladder(cfg: LadderConfig, name: str, data: PreparedDataset, rows: RowDataset) -> list[RungResult]:
     """Every rung for model ``name``."""
     results: list[RungResult] = []
-    previous_model = None
     for rung in ladder_rungs(cfg.large_batch, cfg.multi_hash_compression, cfg.compile):
         print(f"[ladder] {name}: {rung.name}", flush=True)
-        result, model = run_rung(data, rows, cfg, name, rung, start=previous_model)
-        results.append(result)
         if rung.storage == "fp32":
-            previous_model = model
-    for r in results:  # storage rungs inherit the trained rung's speed figures
-        if r.rung.storage != "fp32":
-            trained = next(x for x in results if x.rung.name.startswith("6 "))
-            r.samples, r.data_s, r.forward_s, r.backward_s, r.optimizer_s = (
-                trained.samples, trained.data_s, trained.forward_s, trained.backward_s, trained.optimizer_s)
-            r.curve = []
+            trained, trained_model = run_rung(data, rows, cfg, name, rung)
+            results.append(trained)
+        else:
+            results.append(store_rung(data, rung, trained, trained_model))
     return results
 
 
