@@ -3,7 +3,7 @@ large batch, plain fp32, under bf16 autocast, and with CowClip's per-row clippin
 batches (``methods/system_efficiency/ladder.py`` measures the whole ladder; this guards its parts).
 Ratios land in the closing table; nothing is asserted on time. On this 2-core machine a round's
 standard deviation was 15-20% of its mean (2026-11-29): read ratios across rounds, and the ladder's
-own 2-epoch measurement for the figures that count (bf16 1.36x there for DeepFM)."""
+own 2-epoch measurement for the figures that count (bf16 1.48x there for DeepFM)."""
 
 from __future__ import annotations
 
