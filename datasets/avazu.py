@@ -76,7 +76,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -165,24 +165,39 @@ class AvazuCSV(RawFileSource):
         return [RawField(name, "categorical", ROLES.get(name, ())) for name in FEATURES]
 
     def chunks(self, split: str) -> Iterator[pa.Table]:
-        if split not in SPLITS:
-            raise DataError(f"avazu: unknown split {split!r}; expected one of {SPLITS}")
-        path = self._path(split) if self.cfg.split == "files" else self._path("file")
-        rows, ledger = 0, Rejections("avazu", path, split)
-        for block in self._read(path, notes=split == "train" or self.cfg.split == "files"):
-            mine = self._mine(split, block.table.column("line").to_numpy(), block.day)
-            ledger.extend((b.line, b.kind) for b in block.bad if self._owner(b) == split)
-            table = block.table if mine is None else block.table.filter(pa.array(mine))
-            if table.num_rows:
-                rows += table.num_rows
-                yield table
-        self.rejected[split] = ledger.lines()
-        ledger.report()
-        if rows == 0:
-            where = {"x4": "the file is too small for an 8:1:1 split",
-                     "time": f"no row has a day in {self._days(split)}",
-                     "files": "the file has no valid row"}[self.cfg.split]
-            raise DataError(f"avazu: {path}: split {split!r} is empty ({where})")
+        for _, table in self.split_chunks((split,)):
+            yield table
+
+    def split_chunks(self, splits: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
+        """(split, rows) for every split in ``splits``: one read of Kaggle's file serves them all."""
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise DataError(f"avazu: unknown split {unknown[0]!r}; expected one of {SPLITS}")
+        if self.cfg.split == "files":
+            for split in splits:
+                yield from self._file_chunks(self._path(split), (split,))
+        else:
+            yield from self._file_chunks(self._path("file"), tuple(splits))
+
+    def _file_chunks(self, path: Path, splits: tuple[str, ...]) -> Iterator[tuple[str, pa.Table]]:
+        rows = dict.fromkeys(splits, 0)
+        ledgers = {split: Rejections("avazu", path, split) for split in splits}
+        for block in self._read(path, notes="train" in splits or self.cfg.split == "files"):
+            for split in splits:
+                mine = self._mine(split, block.table.column("line").to_numpy(), block.day)
+                ledgers[split].extend((b.line, b.kind) for b in block.bad if self._owner(b) == split)
+                table = block.table if mine is None else block.table.filter(pa.array(mine))
+                if table.num_rows:
+                    rows[split] += table.num_rows
+                    yield split, table
+        for split in splits:
+            self.rejected[split] = ledgers[split].lines()
+            ledgers[split].report()
+            if rows[split] == 0:
+                where = {"x4": "the file is too small for an 8:1:1 split",
+                         "time": f"no row has a day in {self._days(split)}",
+                         "files": "the file has no valid row"}[self.cfg.split]
+                raise DataError(f"avazu: {path}: split {split!r} is empty ({where})")
 
     # -- splits ------------------------------------------------------------------------------
     def input_paths(self) -> list[Path]:

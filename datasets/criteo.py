@@ -101,7 +101,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -210,28 +210,45 @@ class CriteoSource(RawFileSource):
         return [RawField(c, kind) for c in INTS] + [RawField(c, "categorical") for c in CATS]
 
     def chunks(self, split: str) -> Iterator[pa.Table]:
-        if split not in SPLIT_NAMES:
-            raise DataError(f"criteo: unknown split {split!r}; known: {list(SPLIT_NAMES)}")
+        for _, table in self.split_chunks((split,)):
+            yield table
+
+    def split_chunks(self, splits: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
+        """(split, rows) for every split in ``splits``: one read of the file serves them all."""
+        unknown = [s for s in splits if s not in SPLIT_NAMES]
+        if unknown:
+            raise DataError(f"criteo: unknown split {unknown[0]!r}; known: {list(SPLIT_NAMES)}")
         paths = self._paths()
-        path = paths[split] if self.cfg.split == "files" else paths["file"]
-        want = None if self.cfg.split == "files" else SPLIT_NAMES.index(split)
-        ledger = Rejections("criteo", path, split, KINDS)
-        yielded = False
+        if self.cfg.split == "files":  # one file per split
+            for split in splits:
+                yield from self._file_chunks(paths[split], {split: None})
+        else:
+            yield from self._file_chunks(paths["file"], {split: SPLIT_NAMES.index(split) for split in splits})
+
+    def _file_chunks(self, path: Path, wanted: dict[str, int | None]) -> Iterator[tuple[str, pa.Table]]:
+        """The rows of ``path`` for each wanted split (None: every row is that split's)."""
+        ledgers = {split: Rejections("criteo", path, split, KINDS) for split in wanted}
+        yielded = dict.fromkeys(wanted, False)
         for table, lines, rejects in self._parse_file(path):
-            if want is not None:
-                keep = self._split_of(lines) == want
-                table = table.filter(pa.array(keep)) if not keep.all() else table
-                if rejects:
-                    mine = self._split_of(np.array([r[0] for r in rejects])) == want
-                    rejects = [r for r, m in zip(rejects, mine) if m]
-            ledger.extend((line, kind) for line, kind, _ in rejects)
-            if table.num_rows:
-                yield self._transform(table)
-                yielded = True
-        if not yielded:  # a split that got no row (a tiny file) is empty, not missing
-            yield self._transform(_empty_input(pa.int64()))
-        self.rejected[split] = ledger.lines()
-        ledger.report()
+            of_line = self._split_of(lines) if None not in wanted.values() else None
+            of_reject = (self._split_of(np.array([r[0] for r in rejects], dtype=np.int64))
+                         if rejects and of_line is not None else None)
+            for split, want in wanted.items():
+                mine, kept = table, rejects
+                if want is not None:
+                    keep = of_line == want
+                    mine = table.filter(pa.array(keep)) if not keep.all() else table
+                    if rejects:
+                        kept = [r for r, m in zip(rejects, of_reject == want) if m]
+                ledgers[split].extend((line, kind) for line, kind, _ in kept)
+                if mine.num_rows:
+                    yield split, self._transform(mine)
+                    yielded[split] = True
+        for split in wanted:
+            if not yielded[split]:  # a split that got no row (a tiny file) is empty, not missing
+                yield split, self._transform(_empty_input(pa.int64()))
+            self.rejected[split] = ledgers[split].lines()
+            ledgers[split].report()
 
     # -- files ----------------------------------------------------------------------------------
 

@@ -1,12 +1,15 @@
 """The preparation step: train-only vocabularies, OOV and padding, rejected rows, atomic caches."""
 
+import hashlib
 import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from repro.data.dataset import PreparedDataset
+from repro.data import prepare as prepare_module
 from repro.data.prepare import PrepareConfig, prepare
 from repro.data.source import RawField
 from repro.errors import DataError
@@ -154,3 +157,182 @@ def test_a_source_without_a_training_split_is_refused(tmp_path):
 
 def test_a_source_that_declares_no_splits_gets_train_valid_test(tiny):
     assert tiny.splits == ("train", "valid", "test")
+
+
+# -- the streaming machinery (issue 10): one lookup per field, one read per file, prefetching ----
+
+def _index_in_codes(raw: pa.Array, vocab: pa.Array) -> np.ndarray:
+    """The reference encoding: FuxiCTR's semantics through pyarrow's own set lookup."""
+    idx = pc.index_in(raw, value_set=vocab)
+    return np.asarray(pc.if_else(pc.is_null(raw), 0, pc.fill_null(pc.add(idx, 1), len(vocab) + 1)))
+
+
+@pytest.mark.parametrize("kind", ["text", "int"])
+def test_vocabulary_lookup_equals_pyarrows_set_lookup(kind):
+    rng = np.random.default_rng(0)
+    values = rng.integers(-50, 400, size=5_000)
+    raw = pa.array([None if v % 17 == 0 else (f"v{v:x}" if kind == "text" else int(v)) for v in values])
+    vocab = pa.array(sorted({(f"v{v:x}" if kind == "text" else int(v)) for v in values[:300] if v % 17}, key=str))
+    codes, hashes = prepare_module.VocabLookup(vocab).encode(pa.chunked_array([raw[:1234], raw[1234:]]))
+    np.testing.assert_array_equal(codes, _index_in_codes(raw, vocab))
+    np.testing.assert_array_equal(hashes, prepare_module.raw_hash(raw))
+
+
+def test_a_hash_collision_never_mis_encodes_a_value(monkeypatch):
+    """With a deliberately weak hash (7 buckets), values outside the vocabulary that share a
+    vocabulary value's hash stay OOV, and a vocabulary whose own values collide falls back to the
+    exact set lookup: the codes equal pyarrow's either way."""
+    strong = prepare_module.raw_hash
+
+    def weak(values):
+        h = strong(values)
+        return np.where(h == 0, 0, h % 7 + 1)
+
+    monkeypatch.setattr(prepare_module, "raw_hash", weak)
+    raw = pa.array([f"x{i}" for i in range(200)] + [None, "x3"])
+    for vocab in (pa.array(["x3"]), pa.array(["x3", "x5", "x8", "x100"])):  # no collision / collisions
+        lookup = prepare_module.VocabLookup(vocab)
+        assert lookup.exact == (len(vocab) == 1)
+        np.testing.assert_array_equal(lookup.encode(raw)[0], _index_in_codes(raw, vocab))
+
+
+def test_text_hashes_are_pinned_and_ignore_layout():
+    """The cache's raw column must be the same on every machine and for every chunking: pinned
+    values (little-endian words, BLAKE2b past 32 bytes), sliced, binary and chunked inputs agree."""
+    values = ["", "a", "68fd1e64", "x" * 32, "y" * 33, "é"]
+    h = prepare_module.raw_hash(pa.array(values))
+    assert h.tolist() == PINNED_TEXT_HASHES
+    assert len(set(h.tolist())) == len(values) and (h > 0).all()
+    padded = pa.array(["pad", *values])
+    np.testing.assert_array_equal(prepare_module.raw_hash(padded.slice(1)), h)
+    np.testing.assert_array_equal(prepare_module.raw_hash(pa.array([v.encode() for v in values], pa.binary())), h)
+    np.testing.assert_array_equal(prepare_module.raw_hash(pa.array(values, pa.large_string())), h)
+    # A value padded with zero bytes is another value.
+    assert prepare_module.raw_hash(pa.array(["a", "a\x00"])).tolist()[0] != prepare_module.raw_hash(pa.array(["a\x00"]))[0]
+
+
+# What the implementation gave when the scheme was introduced (PREPARE_VERSION 4); checked against
+# the pure-Python restatement below, so neither can drift alone.
+PINNED_TEXT_HASHES = [7852832225502881074, 8513358678897720993, 3809499273368307691, 6124950751942431708,
+                      3124142640041788085, 5973529187379616538]
+
+
+def _reference_text_hash(text: str) -> int:
+    """The documented scheme in plain Python integers: SplitMix64's finaliser chained over the
+    length and four little-endian words of the zero-padded UTF-8 bytes; BLAKE2b-64 past 32 bytes."""
+    m64 = (1 << 64) - 1
+
+    def mix(x):
+        x = (x + 0x9E3779B97F4A7C15) & m64
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m64
+        return x ^ (x >> 31)
+
+    data = text.encode()
+    if len(data) > 32:
+        h = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    else:
+        h = mix(len(data) ^ 0x243F6A8885A308D3)
+        padded = data.ljust(32, b"\0")
+        for j in range(4):
+            h = mix(h ^ int.from_bytes(padded[8 * j:8 * j + 8], "little"))
+    return (h & (2**63 - 1)) or 1
+
+
+def test_the_pinned_text_hashes_follow_the_documented_scheme():
+    values = ["", "a", "68fd1e64", "x" * 32, "y" * 33, "é"]
+    assert [_reference_text_hash(v) for v in values] == PINNED_TEXT_HASHES
+
+
+def test_prefetched_keeps_order_and_raises_where_the_producer_failed():
+    assert list(prepare_module.prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken():
+        yield 1
+        yield 2
+        raise ValueError("chunk 3 is malformed")
+
+    got = []
+    with pytest.raises(ValueError, match="chunk 3"):
+        for item in prepare_module.prefetched(broken()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetched_closes_the_producer_when_the_consumer_stops():
+    closed = []
+
+    def chunks():
+        try:
+            for i in range(1_000):
+                yield i
+        finally:
+            closed.append(True)
+
+    for item in prepare_module.prefetched(chunks(), depth=1):
+        if item == 3:
+            break
+    assert closed == [True]
+
+
+def test_merging_value_counts_early_changes_nothing(tmp_path, monkeypatch):
+    whole = prepare(TinySource(), PrepareConfig(min_count=2, cache_root=str(tmp_path / "a")), verbose=False)
+    monkeypatch.setattr(prepare_module, "MERGE_COUNTS_AT", 0)
+    merged = prepare(TinySource(), PrepareConfig(min_count=2, cache_root=str(tmp_path / "b")), verbose=False)
+    a, b = (json.loads((r / "provenance.json").read_text())["file_sha256"] for r in (whole, merged))
+    assert a == b
+
+
+class OnePassSource(TinySource):
+    """Offers ``split_chunks``: preparation must read it once for all splits, not once per split."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes = 0
+
+    def split_chunks(self, splits):
+        self.passes += 1
+        for split in splits:
+            yield from ((split, chunk) for chunk in super().chunks(split))
+
+
+def test_every_split_is_read_once_and_a_source_with_split_chunks_in_one_pass(tmp_path, tiny):
+    plain = TinySource()
+    prepare(plain, PrepareConfig(min_count=2, cache_root=str(tmp_path / "plain")), verbose=False)
+    assert plain.calls == 3  # pass 2 reads the spool, not the source
+    source = OnePassSource()
+    root = prepare(source, PrepareConfig(min_count=2, cache_root=str(tmp_path / "one")), verbose=False)
+    assert source.passes == 1 and source.calls == 3
+    assert not (root / "spool").exists()
+    assert json.loads((root / "provenance.json").read_text())["file_sha256"] == \
+        json.loads((tiny.root / "provenance.json").read_text())["file_sha256"]
+
+
+@pytest.mark.parametrize("name", ["label", "weight", "shop__raw"])
+def test_a_field_that_would_overwrite_another_cache_column_is_refused(tmp_path, name):
+    class Clashing(TinySource):
+        def fields(self):
+            return [RawField("shop", "categorical"), RawField(name, "dense")]
+
+    with pytest.raises(DataError, match=f"{name!r}"):
+        prepare(Clashing(), PrepareConfig(cache_root=str(tmp_path)), verbose=False)
+
+
+def test_rejected_rows_are_listed_in_the_rejects_file(tmp_path):
+    class Malformed(TinySource):
+        rejected = {"test": [3, 9, 12]}  # what a reader's parser skipped, by line number
+
+    root = prepare(Malformed(), PrepareConfig(min_count=2, cache_root=str(tmp_path)), verbose=False)
+    ledger = json.loads((root / prepare_module.REJECTS_FILE).read_text())
+    assert ledger == {
+        "valid": {"rejected": 3, "missing_or_invalid_label": 3, "malformed_lines": 0, "first_malformed_line_numbers": []},
+        "test": {"rejected": 3, "missing_or_invalid_label": 0, "malformed_lines": 3,
+                 "first_malformed_line_numbers": [3, 9, 12]},
+    }
+    assert json.loads((root / "provenance.json").read_text())["rejected_rows"] == {"train": 0, "valid": 3, "test": 3}
+
+
+def test_unsigned_integers_hash_beyond_int64_and_agree_below_it():
+    big = prepare_module.raw_hash(pa.array([2**64 - 1, 2**63, 5, None], pa.uint64()))
+    assert (big[:3] > 0).all() and big[3] == 0 and len(set(big[:3].tolist())) == 3
+    assert big[2] == prepare_module.raw_hash(pa.array([5], pa.int64()))[0]
