@@ -50,7 +50,7 @@ from repro.embeddings import embedding_layers
 from repro.io import atomic_write_json, stable_hash
 from repro import metrics as metric_fns
 from repro.metrics import evaluate
-from repro.profiling import PeakMemory
+from repro.profiling import GpuMonitor, PeakMemory, cpu_capabilities, matmul_peak_flops
 from repro.registry import EMBEDDINGS, MODELS, SOURCES, ROOT
 from repro.train import TrainConfig, predict, train
 
@@ -305,7 +305,7 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     # Every split but train is evaluated; valid picks the epoch, the others are test sets.
     splits = [s for s in getattr(data, "splits", ("train", "valid", "test")) if s != "train"]
     metrics: dict[str, Any] = {}
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, GpuMonitor() as gpu:
         model = MODELS.build(config["model"]["name"], config["model"], data.feature_map, embedding=config["embedding"])
         result = train(model, data, train_cfg, seed, checkpoint_dir=work)
         predictions = {}
@@ -322,10 +322,23 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
                             for s in splits}
     metrics["train"] = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     metrics["history"] = result.history
+    peak = matmul_peak_flops(train_cfg.threads) if next(model.parameters()).device.type == "cpu" else None
+    achieved = (result.flops_per_sample * result.samples / result.train_seconds
+                if result.flops_per_sample and result.train_seconds > 0 else None)
     metrics["profile"] = {
         "train_samples_per_s": result.samples / max(result.train_seconds + result.data_seconds, 1e-9),
         "data_wait_share": result.data_seconds / max(result.train_seconds + result.data_seconds, 1e-9),
         "train_seconds": result.train_seconds + result.data_seconds,
+        "phase_seconds": result.phase_seconds,
+        "flops_per_sample": result.flops_per_sample,
+        # Matrix-product FLOP/s of the training steps (data waits excluded), against this
+        # process's own matrix-product peak (CPU runs; a GPU's peak is not measured here).
+        "achieved_flops_per_s": achieved,
+        "matmul_peak_flops_per_s": peak,
+        "peak_share": achieved / peak if achieved and peak else None,
+        "optimizer_state_bytes": result.optimizer_state_bytes,
+        "cpu": cpu_capabilities(),
+        "gpu": gpu.summary(),
         "eval_seconds": result.eval_seconds,
         "run_wall_seconds": time.perf_counter() - started,  # this call only (a resumed run: since resuming)
         "peak_rss_mb": memory.peak_rss_mb,

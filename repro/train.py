@@ -46,10 +46,13 @@ from repro.errors import ConfigError, TrainingError
 from repro.io import atomic_write
 from repro.metrics import auc
 from repro.model import CTRModel, logit_of
+from repro.profiling import PHASES, PhaseClock, count_flops, optimizer_state_bytes
 from repro.progress import progress
 
 CHECKPOINT = "checkpoint.pt"  # the file ``train`` writes into (and resumes from) ``checkpoint_dir``
 _CHECKPOINT_VERSION = 1
+
+GPU_LOSS_READ_EVERY = 50  # steps between loss reads (host syncs) on a GPU; see ``loss_read_every``
 
 # Test hook: called with the global step after every optimizer step (lets tests interrupt a run).
 _after_step: Optional[Callable[[int], None]] = None
@@ -99,6 +102,12 @@ class TrainResult:
     eval_seconds: float
     stopped_by: str
     history: list[dict] = field(default_factory=list)
+    # The profiling layer's figures (repro.profiling): training steps' seconds per phase, the
+    # matrix-product FLOPs of one training sample (forward and backward, counted on the first step
+    # with a full batch), and the bytes the optimizers hold at the end.
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    flops_per_sample: Optional[float] = None
+    optimizer_state_bytes: int = 0
 
 
 # -- optimizers --------------------------------------------------------------------------------
@@ -219,25 +228,46 @@ def clip_gradients(params, max_norm: float) -> float:
 
 
 def train_step(model: CTRModel, batch: dict[str, torch.Tensor], optimizers: Optimizers, cfg: TrainConfig,
-               layers: list[EmbeddingLayer] | None = None) -> float:
-    """One optimizer step on ``batch``; returns the data loss (without the penalty)."""
+               layers: list[EmbeddingLayer] | None = None, clock: PhaseClock | None = None,
+               read_loss: bool = True) -> float | torch.Tensor:
+    """One optimizer step on ``batch``; returns the data loss (without the penalty).
+
+    ``read_loss`` (default) reads the loss as a float and fails on a non-finite one; without it the
+    detached loss tensor is returned unread, so a GPU step needs no host sync (the caller checks
+    it later). ``clock`` times the forward, backward and optimizer phases."""
     layers = embedding_layers(model) if layers is None else layers
+    if clock is not None:
+        clock.start()
     for layer in layers:
         layer.forget()
     loss = model.loss(batch, model(batch))
-    loss_value = loss.item()
-    if not math.isfinite(loss_value):
-        raise TrainingError(f"loss is {loss_value}; try a lower train.lr (now {cfg.lr}) or another seed")
+    loss_value: float | torch.Tensor = loss.detach()
+    if read_loss:
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingError(f"loss is {loss_value}; try a lower train.lr (now {cfg.lr}) or another seed")
     if cfg.embedding_l2 > 0 and layers:
         loss = loss + cfg.embedding_l2 * sum(layer.penalty() for layer in layers)
+    if clock is not None:
+        clock.mark("forward")
     optimizers.zero_grad(set_to_none=True)
     loss.backward()
     for layer in layers:
         layer.forget()
+    if clock is not None:
+        clock.mark("backward")
     if cfg.grad_clip_norm > 0:
         clip_gradients(optimizers.params(), cfg.grad_clip_norm)
     optimizers.step()
+    if clock is not None:
+        clock.mark("optimizer")
     return loss_value
+
+
+def loss_read_every(device: torch.device) -> int:
+    """Steps between reads of the loss: every step on the CPU (free there, and a non-finite loss
+    is named at its step), every ``GPU_LOSS_READ_EVERY`` on a GPU (each read is a host sync)."""
+    return 1 if device.type == "cpu" else GPU_LOSS_READ_EVERY
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -301,6 +331,8 @@ class _Progress:
     loss_sum: float = 0.0  # training loss since the last evaluation
     loss_n: int = 0
     history: list = field(default_factory=list)
+    phase_s: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    flops_per_sample: Optional[float] = None
 
 
 def _save_checkpoint(path: Path, model, optimizers: Optimizers, best_state, st: _Progress, seed: int,
@@ -364,9 +396,31 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
     st, best_state = _Progress(), None
     if ckpt is not None and ckpt.exists():
         best_state, st = _load_checkpoint(ckpt, model, optimizers, seed, steps_per_epoch, device)
+    clock = PhaseClock(device)
+    clock.seconds.update(st.phase_s)
+    read_every = loss_read_every(device)
+    unread: list[torch.Tensor] = []  # losses of the steps since the last read (read_every > 1)
+    last_loss = float("nan")
+
+    def read_losses() -> None:
+        """Read the unread losses (one host sync), fail on a non-finite one, add them up."""
+        nonlocal last_loss
+        if not unread:
+            return
+        values = torch.stack(unread).double().cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            at = st.step - len(unread) + int(bad[0])
+            raise TrainingError(f"at step {at} (epoch {st.epoch}): loss is {float(values[int(bad[0])])}; "
+                                f"try a lower train.lr (now {cfg.lr}) or another seed")
+        st.loss_sum += float(values.sum())
+        st.loss_n += len(unread)
+        last_loss = float(values[-1])
+        unread.clear()
 
     def evaluate(epoch_float: float) -> None:
         nonlocal best_state
+        read_losses()
         t = time.perf_counter()
         valid_auc = auc(y_valid, predict(model, data, "valid", cfg.eval_batch_size))
         if not math.isfinite(valid_auc):
@@ -390,6 +444,7 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
         st.eval_s += time.perf_counter() - t
 
     def checkpoint() -> None:
+        st.phase_s = clock.resolve()
         if ckpt is not None:
             st.elapsed_s = time.perf_counter() - started
             _save_checkpoint(ckpt, model, optimizers, best_state, st, seed, steps_per_epoch)
@@ -410,20 +465,31 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
                 if batch is None:
                     break
                 batch = to_device(batch, device)
-                try:
-                    loss_value = train_step(model, batch, optimizers, cfg, layers)
-                except TrainingError as e:
-                    raise TrainingError(f"at step {st.step} (epoch {st.epoch}): {e}") from None
+                rows = batch["label"].shape[0]
+                # The FLOPs of a training sample: counted once, on a full batch.
+                with count_flops(st.flops_per_sample is None and rows == cfg.batch_size) as counted:
+                    try:
+                        loss_value = train_step(model, batch, optimizers, cfg, layers, clock, read_loss=read_every == 1)
+                    except TrainingError as e:
+                        raise TrainingError(f"at step {st.step} (epoch {st.epoch}): {e}") from None
+                if counted["flops"] is not None:
+                    st.flops_per_sample = counted["flops"] / rows
                 st.step += 1
                 st.pos += 1
-                st.samples += batch["label"].shape[0]
-                st.loss_sum += loss_value
-                st.loss_n += 1
+                st.samples += rows
+                if isinstance(loss_value, float):
+                    st.loss_sum += loss_value
+                    st.loss_n += 1
+                    last_loss = loss_value
+                else:
+                    unread.append(loss_value)
+                    if len(unread) >= read_every:
+                        read_losses()
                 st.train_s += time.perf_counter() - t1
                 if _after_step is not None:
                     _after_step(st.step)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", sps=f"{st.samples / (st.train_s + st.data_s):,.0f}",
+                bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{st.samples / (st.train_s + st.data_s):,.0f}",
                                 refresh=False)
                 over_budget = cfg.max_seconds > 0 and time.perf_counter() - started > cfg.max_seconds
                 if st.pos in mid_evals or over_budget:
@@ -442,10 +508,13 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
             checkpoint()
     if not st.history:  # no batch at all
         evaluate(0.0)
+    st.phase_s = clock.resolve()
     model.load_state_dict(best_state)
     return TrainResult(
         best_valid_auc=st.best_auc, best_step=st.best_step, steps=st.step,
         epochs_run=st.step / steps_per_epoch, samples=st.samples, train_seconds=st.train_s,
         data_seconds=st.data_s, eval_seconds=st.eval_s, stopped_by=st.stopped_by or "epochs",
-        history=st.history,
+        history=st.history, phase_seconds={"data": st.data_s, **st.phase_s},
+        flops_per_sample=st.flops_per_sample,
+        optimizer_state_bytes=optimizer_state_bytes(list(optimizers.named.values())),
     )

@@ -77,7 +77,7 @@ from repro.errors import ConfigError, TrainingError
 from repro.measurements import register_measurement
 from repro.metrics import auc
 from repro.model import CTRModel, logit_of
-from repro.profiling import PeakMemory
+from repro.profiling import PeakMemory, matmul_peak_flops
 from repro.progress import progress
 from repro.registry import MODELS, SOURCES
 
@@ -252,20 +252,6 @@ class RungResult:
 
     def time_to(self, target: float) -> float | None:
         return next((t for t, _, a in self.curve if a >= target), None)
-
-
-def machine_peak_flops(threads: int, dtype: torch.dtype = torch.float32, n: int = 1024, rounds: int = 20) -> float:
-    """The matrix-product rate of this process (FLOP/s) in ``dtype``, the best of ``rounds`` n x n
-    products."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = math.inf
-    for _ in range(rounds):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def build_model(data: PreparedDataset, cfg: LadderConfig, name: str, rung: Rung) -> CTRModel:
@@ -463,7 +449,7 @@ def hpc_ladder(cfg: LadderConfig) -> dict:
     if not cfg.models:
         raise ConfigError("hpc_ladder: models is empty")
     torch.set_num_threads(cfg.threads)
-    peak = {False: machine_peak_flops(cfg.threads), True: machine_peak_flops(cfg.threads, torch.bfloat16)}
+    peak = {False: matmul_peak_flops(cfg.threads), True: matmul_peak_flops(cfg.threads, torch.bfloat16)}
     data = open_world(cfg)
     data.raw_ids = True  # the row loader holds every column a rung may need (multi-hash reads raw ids)
     rows = RowDataset(next(data.batches("train", data.num_rows("train"))))
