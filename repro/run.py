@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import shutil
 import time
 import traceback
@@ -52,7 +53,7 @@ from repro import metrics as metric_fns
 from repro.metrics import evaluate
 from repro.profiling import GpuMonitor, PeakMemory, cpu_capabilities, matmul_peak_flops
 from repro.registry import EMBEDDINGS, MODELS, SOURCES, ROOT
-from repro.train import TrainConfig, predict, train
+from repro.train import COMM_HOOKS, TrainConfig, predict, train
 
 CHECKPOINT = "checkpoint.pt"  # written by the trainer into the run's work folder
 RUN_KEYS = {"data", "model", "embedding", "train", "seed", "experiment_name", "label", "results_dir", "force"}
@@ -113,9 +114,13 @@ def _train_config(block: Any) -> TrainConfig:
     if unknown:
         raise ConfigError(f"train: unknown config key(s) {unknown}; known: {sorted(known)}")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), values))
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), values))
     except Exception as e:
         raise ConfigError(f"train: {e}") from e
+    if cfg.world_size < 1 or cfg.comm_hook not in COMM_HOOKS:
+        raise ConfigError(f"train: world_size must be >= 1 (got {cfg.world_size}) and comm_hook one of "
+                          f"{list(COMM_HOOKS)} (got {cfg.comm_hook!r})")
+    return cfg
 
 
 def _resolved_device(name: str) -> str:
@@ -296,6 +301,9 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     torch.manual_seed(seed)
     np.random.seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # What deterministic CUDA needs besides (cuBLAS's workspace; no cuDNN autotuning); no-ops on the CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
     # Deterministic mode also fills every new tensor with NaN by default (to expose reads of
     # uninitialised memory); on the CPU that cost 25% of a DeepFM step and 10-30x of a hashed
     # lookup (measured 2026-11-28), and correct ops never read such memory.
@@ -307,7 +315,13 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     metrics: dict[str, Any] = {}
     with PeakMemory() as memory, GpuMonitor() as gpu:
         model = MODELS.build(config["model"]["name"], config["model"], data.feature_map, embedding=config["embedding"])
-        result = train(model, data, train_cfg, seed, checkpoint_dir=work)
+        if train_cfg.world_size > 1:  # torchrun workers train; this process predicts and scores
+            from repro.distributed import launch
+
+            state, result = launch(config, data.root, seed, work)
+            model.load_state_dict(state)
+        else:
+            result = train(model, data, train_cfg, seed, checkpoint_dir=work)
         predictions = {}
         for split in splits:
             t = time.perf_counter()
@@ -337,6 +351,8 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
         "matmul_peak_flops_per_s": peak,
         "peak_share": achieved / peak if achieved and peak else None,
         "optimizer_state_bytes": result.optimizer_state_bytes,
+        "world_size": result.world_size,
+        "comm_bytes_per_step": result.comm_bytes_per_step,
         "cpu": cpu_capabilities(),
         "gpu": gpu.summary(),
         "eval_seconds": result.eval_seconds,

@@ -88,6 +88,24 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda | auto (cuda when present)
     checkpoint: bool = True  # write a resumable checkpoint at every evaluation (when given a folder)
     progress: bool = True
+    # Data-parallel training (repro.distributed): world_size processes launched with torchrun (gloo
+    # on the CPU, NCCL on a GPU), each training on its part of every batch, `threads` shared out
+    # among them. comm_hook: how DDP sends dense gradients: none (fp32 all-reduce) | fp16 |
+    # powersgd (rank 1); sparse embedding gradients always travel uncompressed (indices + values).
+    world_size: int = 1
+    comm_hook: str = "none"
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel run (``torch.distributed`` is initialised)."""
+
+    rank: int
+    world_size: int
+    comm_hook: str = "none"
+
+
+COMM_HOOKS = ("none", "fp16", "powersgd")
 
 
 @dataclass
@@ -108,6 +126,9 @@ class TrainResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     flops_per_sample: Optional[float] = None
     optimizer_state_bytes: int = 0
+    # Data-parallel runs: processes, and the gradient bytes each handed to collectives per step.
+    world_size: int = 1
+    comm_bytes_per_step: Optional[float] = None
 
 
 # -- optimizers --------------------------------------------------------------------------------
@@ -229,18 +250,23 @@ def clip_gradients(params, max_norm: float) -> float:
 
 def train_step(model: CTRModel, batch: dict[str, torch.Tensor], optimizers: Optimizers, cfg: TrainConfig,
                layers: list[EmbeddingLayer] | None = None, clock: PhaseClock | None = None,
-               read_loss: bool = True) -> float | torch.Tensor:
+               read_loss: bool = True, net: torch.nn.Module | None = None,
+               loss_scale: float = 1.0, after_backward: Callable[[], None] | None = None) -> float | torch.Tensor:
     """One optimizer step on ``batch``; returns the data loss (without the penalty).
 
     ``read_loss`` (default) reads the loss as a float and fails on a non-finite one; without it the
     detached loss tensor is returned unread, so a GPU step needs no host sync (the caller checks
-    it later). ``clock`` times the forward, backward and optimizer phases."""
+    it later). ``clock`` times the forward, backward and optimizer phases. ``net`` is what runs
+    the forward pass (a ``DistributedDataParallel`` wrapper of ``model``; default ``model``);
+    the optimised loss (data loss and penalty) is multiplied by ``loss_scale``; ``after_backward``
+    runs between the backward pass and clipping (a data-parallel run all-reduces its sparse
+    gradients there)."""
     layers = embedding_layers(model) if layers is None else layers
     if clock is not None:
         clock.start()
     for layer in layers:
         layer.forget()
-    loss = model.loss(batch, model(batch))
+    loss = model.loss(batch, (net or model)(batch))
     loss_value: float | torch.Tensor = loss.detach()
     if read_loss:
         loss_value = loss.item()
@@ -248,12 +274,16 @@ def train_step(model: CTRModel, batch: dict[str, torch.Tensor], optimizers: Opti
             raise TrainingError(f"loss is {loss_value}; try a lower train.lr (now {cfg.lr}) or another seed")
     if cfg.embedding_l2 > 0 and layers:
         loss = loss + cfg.embedding_l2 * sum(layer.penalty() for layer in layers)
+    if loss_scale != 1.0:
+        loss = loss * loss_scale
     if clock is not None:
         clock.mark("forward")
     optimizers.zero_grad(set_to_none=True)
     loss.backward()
     for layer in layers:
         layer.forget()
+    if after_backward is not None:
+        after_backward()
     if clock is not None:
         clock.mark("backward")
     if cfg.grad_clip_norm > 0:
@@ -270,6 +300,86 @@ def loss_read_every(device: torch.device) -> int:
     return 1 if device.type == "cpu" else GPU_LOSS_READ_EVERY
 
 
+# -- data parallelism --------------------------------------------------------------------------
+@dataclass
+class CommCount:
+    """Gradient bytes this rank handed to collectives (what it sends into each all-reduce, not
+    the wire traffic of the algorithm), and the steps they were counted over."""
+
+    bytes: int = 0
+    steps: int = 0
+
+
+def _dense_bytes(bucket, hook: str, state) -> int:
+    """Bytes a dense bucket sends: fp32 as is, fp16 halved, PowerSGD's P and Q for each matrix
+    it compresses (after its warm-up; vectors and matrices not worth compressing go whole)."""
+    if hook == "fp16":
+        return bucket.buffer().numel() * 2
+    if hook == "powersgd" and state.iter >= state.start_powerSGD_iter:
+        total = 0
+        for g in bucket.gradients():
+            if g.dim() < 2:
+                total += g.numel() * g.element_size()
+                continue
+            n, m = g.shape[0], g.numel() // g.shape[0]
+            r = min(n, m, state.matrix_approximation_rank)
+            compressed = (n + m) * r
+            total += (compressed if n * m >= state.min_compression_rate * compressed else n * m) * g.element_size()
+        return total
+    return bucket.buffer().numel() * bucket.buffer().element_size()
+
+
+def _data_parallel(model: torch.nn.Module, device: torch.device, parallel: DataParallel,
+                   sparse_params: list[torch.nn.Parameter]):
+    """``model`` in ``DistributedDataParallel`` with the chosen hook (wrapped to count bytes) for
+    the dense gradients; a function that all-reduces the sparse ones; the byte counter; a gloo
+    group for the trainer's own small collectives.
+
+    DDP recognises sparse gradients only from ``nn.Embedding`` modules, and adrepro's embedding
+    layers hold their tables themselves, so the tables with sparse gradients are left out of DDP
+    and their gradients all-reduced after the backward pass as (indices, values): gloo's sparse
+    all-reduce on the CPU; on a GPU (NCCL has none) densified first, which is correct but sends the
+    whole table: model-parallel tables are TorchRec's job."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+    from torch.nn.parallel import DistributedDataParallel
+
+    if parallel.comm_hook not in COMM_HOOKS:
+        raise ConfigError(f"train.comm_hook={parallel.comm_hook!r}: expected one of {COMM_HOOKS}")
+    sparse_ids = {id(p) for p in sparse_params}
+    ignored = [name for name, p in model.named_parameters() if id(p) in sparse_ids]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  broadcast_buffers=False)
+    comm = CommCount()
+    state = None
+    if parallel.comm_hook == "powersgd":
+        state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=1, start_powerSGD_iter=2)
+    dense_hook = {"none": default_hooks.allreduce_hook, "fp16": default_hooks.fp16_compress_hook,
+                  "powersgd": powerSGD_hook.powerSGD_hook}[parallel.comm_hook]
+
+    def hook(hook_state, bucket):
+        comm.bytes += _dense_bytes(bucket, parallel.comm_hook, state)
+        return dense_hook(state, bucket)
+
+    net.register_comm_hook(state, hook)
+
+    def sync_sparse() -> None:
+        for p in sparse_params:
+            if p.grad is None:
+                continue
+            g = p.grad.coalesce()
+            if device.type == "cuda":
+                g = g.to_dense()
+                comm.bytes += g.numel() * g.element_size()
+            else:
+                comm.bytes += g._indices().numel() * 8 + g._values().numel() * g._values().element_size()
+            torch.distributed.all_reduce(g)
+            p.grad = g.div_(parallel.world_size)
+
+    meta_group = torch.distributed.new_group(backend="gloo")
+    return net, sync_sparse, comm, meta_group
+
+
 # -- helpers -----------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -282,9 +392,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """``batch`` on ``device``; to a GPU through pinned memory, so the copy does not block the host."""
     if device.type == "cpu":
         return batch
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -294,7 +405,9 @@ def predict(model: CTRModel, data: PreparedDataset, split: str, batch_size: int)
     data.raw_ids = uses_raw_ids(model)
     model.eval()
     device = next(model.parameters()).device
-    out = [torch.sigmoid(logit_of(model(to_device(b, device)))) for b in data.batches(split, batch_size, shuffle=False)]
+    # The sigmoid in fp32 whatever the model computed in: a bf16 sigmoid ties many predictions.
+    out = [torch.sigmoid(logit_of(model(to_device(b, device))).float())
+           for b in data.batches(split, batch_size, shuffle=False)]
     model.train(was_training)
     p = torch.cat(out).double().cpu().numpy()
     if not np.isfinite(p).all():
@@ -370,18 +483,34 @@ def _load_checkpoint(path: Path, model, optimizers: Optimizers, seed: int, steps
 
 # -- the trainer -------------------------------------------------------------------------------
 def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
-          checkpoint_dir: Path | str | None = None) -> TrainResult:
+          checkpoint_dir: Path | str | None = None, parallel: DataParallel | None = None) -> TrainResult:
     """Train ``model`` (already initialised) and leave it holding its best validation weights.
 
     With ``checkpoint_dir`` and ``cfg.checkpoint``, resumes from ``checkpoint_dir/checkpoint.pt``
     when it exists and (re)writes it at every evaluation; the caller deletes it when done.
+
+    With ``parallel`` (one rank of a data-parallel run, ``repro.distributed`` launches them) the
+    model is wrapped in ``DistributedDataParallel`` and this rank trains on its part of every
+    batch (``PreparedDataset.batches(shard=...)``); each rank's loss is scaled by its share of
+    the batch's rows, so the averaged gradient is the gradient of the whole batch's mean loss,
+    as in one process. Every rank evaluates the whole validation split with the same weights, so
+    every rank takes the same early-stopping decisions. No checkpoint is written.
     """
     if cfg.patience < 1 or cfg.evals_per_epoch < 1 or not 0 < cfg.lr_decay <= 1:
         raise ConfigError("train: patience and evals_per_epoch must be >= 1 and lr_decay in (0, 1]")
+    if cfg.world_size < 1 or cfg.comm_hook not in COMM_HOOKS:
+        raise ConfigError(f"train: world_size must be >= 1 (got {cfg.world_size}) and comm_hook one of "
+                          f"{COMM_HOOKS} (got {cfg.comm_hook!r})")
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model.to(device)
     optimizers = make_optimizers(model, cfg)
+    net, sync_sparse, comm, shard, meta_group = model, None, None, None, None
+    if parallel is not None:
+        sparse = [p for layer in embedding_layers(model) for p in layer.sparse_parameters()]
+        net, sync_sparse, comm, meta_group = _data_parallel(model, device, parallel, sparse)
+        shard = (parallel.rank, parallel.world_size)
+        checkpoint_dir = None
     layers = embedding_layers(model)
     data.raw_ids = uses_raw_ids(model)
     for layer in layers:  # the penalty's per-value weights, from the train-only frequencies
@@ -398,6 +527,7 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
         best_state, st = _load_checkpoint(ckpt, model, optimizers, seed, steps_per_epoch, device)
     clock = PhaseClock(device)
     clock.seconds.update(st.phase_s)
+    # A data-parallel rank always defers: its losses are summed over the ranks when read.
     read_every = loss_read_every(device)
     unread: list[torch.Tensor] = []  # losses of the steps since the last read (read_every > 1)
     last_loss = float("nan")
@@ -408,6 +538,8 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
         if not unread:
             return
         values = torch.stack(unread).double().cpu()
+        if parallel is not None:  # each entry is this rank's share of its batch's mean loss
+            torch.distributed.all_reduce(values, group=meta_group)
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             at = st.step - len(unread) + int(bad[0])
@@ -454,7 +586,7 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
     with progress(cfg.epochs * steps_per_epoch, "train", cfg.progress, unit="step") as bar:
         bar.update(st.step)
         while not st.stopped_by and st.epoch < cfg.epochs:
-            batches = data.batches("train", cfg.batch_size, shuffle=True, seed=seed, epoch=st.epoch)
+            batches = data.batches("train", cfg.batch_size, shuffle=True, seed=seed, epoch=st.epoch, shard=shard)
             for _ in range(st.pos):  # resuming mid-epoch: skip what was consumed
                 next(batches)
             while True:
@@ -465,18 +597,29 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
                 if batch is None:
                     break
                 batch = to_device(batch, device)
-                rows = batch["label"].shape[0]
+                rows = global_rows = batch["label"].shape[0]
+                scale = 1.0
+                if parallel is not None:  # this rank's share of the batch decides its loss's weight
+                    counts = torch.tensor([rows], dtype=torch.int64)
+                    torch.distributed.all_reduce(counts, group=meta_group)
+                    global_rows = int(counts)
+                    scale = rows * parallel.world_size / global_rows
                 # The FLOPs of a training sample: counted once, on a full batch.
-                with count_flops(st.flops_per_sample is None and rows == cfg.batch_size) as counted:
+                full = global_rows == cfg.batch_size
+                with count_flops(st.flops_per_sample is None and full) as counted:
                     try:
-                        loss_value = train_step(model, batch, optimizers, cfg, layers, clock, read_loss=read_every == 1)
+                        loss_value = train_step(model, batch, optimizers, cfg, layers, clock,
+                                                read_loss=read_every == 1 and parallel is None, net=net,
+                                                loss_scale=scale, after_backward=sync_sparse)
                     except TrainingError as e:
                         raise TrainingError(f"at step {st.step} (epoch {st.epoch}): {e}") from None
                 if counted["flops"] is not None:
                     st.flops_per_sample = counted["flops"] / rows
+                if parallel is not None:
+                    loss_value = loss_value * (rows / global_rows)  # the ranks' shares sum to the batch mean
                 st.step += 1
                 st.pos += 1
-                st.samples += rows
+                st.samples += global_rows
                 if isinstance(loss_value, float):
                     st.loss_sum += loss_value
                     st.loss_n += 1
@@ -485,6 +628,8 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
                     unread.append(loss_value)
                     if len(unread) >= read_every:
                         read_losses()
+                if comm is not None:
+                    comm.steps += 1
                 st.train_s += time.perf_counter() - t1
                 if _after_step is not None:
                     _after_step(st.step)
@@ -492,6 +637,10 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
                 bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{st.samples / (st.train_s + st.data_s):,.0f}",
                                 refresh=False)
                 over_budget = cfg.max_seconds > 0 and time.perf_counter() - started > cfg.max_seconds
+                if parallel is not None and cfg.max_seconds > 0:  # rank 0's clock decides for every rank
+                    flag = torch.tensor([int(over_budget)])
+                    torch.distributed.broadcast(flag, src=0, group=meta_group)
+                    over_budget = bool(flag)
                 if st.pos in mid_evals or over_budget:
                     evaluate(st.epoch + st.pos / steps_per_epoch)
                     if over_budget and not st.stopped_by:
@@ -517,4 +666,6 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
         history=st.history, phase_seconds={"data": st.data_s, **st.phase_s},
         flops_per_sample=st.flops_per_sample,
         optimizer_state_bytes=optimizer_state_bytes(list(optimizers.named.values())),
+        world_size=parallel.world_size if parallel is not None else 1,
+        comm_bytes_per_step=comm.bytes / comm.steps if comm is not None and comm.steps else None,
     )

@@ -121,12 +121,19 @@ class PreparedDataset:
         epoch: int = 0,
         shuffle_window: int = 4,
         group_by_request: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         """Yield batches; with ``shuffle`` the order is a function of (seed, epoch) only.
 
         ``group_by_request`` keeps all rows of a request in one batch (requests are shuffled as
         units, and a batch ends at a request boundary once it holds ``batch_size`` rows or more).
+        ``shard=(rank, world_size)`` yields rank ``rank``'s part of every batch (data-parallel
+        training): the batches are those of the unsharded call, each cut into ``world_size``
+        consecutive parts whose sizes differ by at most one row, so the ranks together see exactly
+        the rows and steps of one process; only the rank's own rows are gathered.
         """
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise DataError(f"shard {shard}: expected (rank, world_size) with 0 <= rank < world_size")
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         if group_by_request:
             key = self.feature_map.by_role("request")
@@ -136,7 +143,7 @@ class PreparedDataset:
         else:
             group = None
         if self.num_rows(split) <= self.max_rows_in_memory:
-            yield from self._slices(self._in_memory(split), batch_size, shuffle, gen, group)
+            yield from self._slices(self._in_memory(split), batch_size, shuffle, gen, group, shard)
             return
         pf = self._parquet(self.split_path(split))
         groups = torch.randperm(pf.num_row_groups, generator=gen).tolist() if shuffle else range(pf.num_row_groups)
@@ -144,10 +151,10 @@ class PreparedDataset:
         step = shuffle_window if shuffle else 1
         for start in range(0, len(groups), step):
             table = pf.read_row_groups(groups[start : start + step])
-            yield from self._slices(self._to_tensors(table), batch_size, shuffle, gen, group)
+            yield from self._slices(self._to_tensors(table), batch_size, shuffle, gen, group, shard)
 
     def _slices(self, data: Batch, batch_size: int, shuffle: bool, gen: torch.Generator,
-                group: str | None = None) -> Iterator[Batch]:
+                group: str | None = None, shard: tuple[int, int] | None = None) -> Iterator[Batch]:
         n = data["label"].shape[0]
         if group is None:
             order = torch.randperm(n, generator=gen) if shuffle else None
@@ -155,6 +162,10 @@ class PreparedDataset:
         else:
             order, bounds = _grouped_order(data[group], batch_size, shuffle, gen)
         for start, stop in zip(bounds[:-1], bounds[1:]):
+            if shard is not None:  # this rank's consecutive part of the batch
+                rank, world = shard
+                size, extra = divmod(stop - start, world)
+                start, stop = start + rank * size + min(rank, extra), start + (rank + 1) * size + min(rank + 1, extra)
             if order is None:
                 part = {k: v[start:stop] for k, v in data.items()}
             else:
