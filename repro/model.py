@@ -34,9 +34,14 @@ class CTRModel(nn.Module):
         self.feature_map = feature_map
 
     def loss(self, batch: Batch, output: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return nn.functional.binary_cross_entropy_with_logits(
-            logit_of(output), batch["label"], weight=batch.get("weight")
-        )
+        """Binary cross-entropy: the mean over rows, or with row weights (a KDD Cup 2012 row stands
+        for its count of impressions) the weighted mean, sum(w * l) / sum(w), which equals the
+        mean over the expanded rows and keeps the step size independent of a batch's weight sum."""
+        weight = batch.get("weight")
+        if weight is None:
+            return nn.functional.binary_cross_entropy_with_logits(logit_of(output), batch["label"])
+        per_row = nn.functional.binary_cross_entropy_with_logits(logit_of(output), batch["label"], reduction="none")
+        return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
 
     def embedding_layers(self) -> list[EmbeddingLayer]:
         """Every embedding layer of the model, the first-order (dim-1) tables included."""

@@ -600,10 +600,13 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
                 rows = global_rows = batch["label"].shape[0]
                 scale = 1.0
                 if parallel is not None:  # this rank's share of the batch decides its loss's weight
-                    counts = torch.tensor([rows], dtype=torch.int64)
+                    # (its share of the rows, or of the row weights for a weighted source)
+                    mass = float(batch["weight"].sum()) if "weight" in batch else float(rows)
+                    counts = torch.tensor([rows, mass], dtype=torch.float64)
                     torch.distributed.all_reduce(counts, group=meta_group)
-                    global_rows = int(counts)
-                    scale = rows * parallel.world_size / global_rows
+                    global_rows = int(counts[0])
+                    share = mass / float(counts[1])
+                    scale = share * parallel.world_size
                 # The FLOPs of a training sample: counted once, on a full batch.
                 full = global_rows == cfg.batch_size
                 with count_flops(st.flops_per_sample is None and full) as counted:
@@ -616,7 +619,7 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
                 if counted["flops"] is not None:
                     st.flops_per_sample = counted["flops"] / rows
                 if parallel is not None:
-                    loss_value = loss_value * (rows / global_rows)  # the ranks' shares sum to the batch mean
+                    loss_value = loss_value * share  # the ranks' shares sum to the batch mean
                 st.step += 1
                 st.pos += 1
                 st.samples += global_rows

@@ -54,3 +54,20 @@ def test_padding_index_maps_to_zero_and_never_trains(smoke_data):
     assert torch.equal(out[:, 0], torch.zeros_like(out[:, 0])) and out[:, 1].abs().sum() > 0
     out.sum().backward()
     assert emb.weight.grad[emb.offsets[0]].abs().sum() == 0
+
+
+def test_the_weighted_loss_is_the_mean_over_the_expanded_rows():
+    """A row of weight w stands for w identical impressions: the weighted loss must equal the plain
+    mean over the expanded rows, whatever the batch's total weight (no step-size drift)."""
+    import torch
+
+    from repro.model import CTRModel
+
+    model = CTRModel(feature_map=None)
+    logit = torch.tensor([0.3, -1.2, 2.0])
+    label = torch.tensor([1.0, 0.0, 0.0])
+    weight = torch.tensor([3.0, 1.0, 5.0])
+    expanded = model.loss({"label": label.repeat_interleave(weight.long())}, logit.repeat_interleave(weight.long()))
+    weighted = model.loss({"label": label, "weight": weight}, logit)
+    assert weighted == pytest.approx(float(expanded), rel=1e-6)
+    assert model.loss({"label": label, "weight": weight * 1000}, logit) == pytest.approx(float(weighted), rel=1e-6)
