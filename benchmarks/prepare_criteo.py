@@ -16,6 +16,12 @@ Each side runs in its own process (so each peak resident memory is its own), one
 
 Prints one table (rows/s, seconds, peak RSS) and the extrapolation to the full 45,840,617 rows.
 A benchmark, not a test: timings on a shared machine are noisy; compare ratios of one run.
+
+Measured 2026-11-29 on this 2-core machine, ``--rows 10000000`` (2.3 GB): adrepro 39.2 s, 255k
+rows/s, 1.3 GB peak; pandas 142.4 s, 70k rows/s, 8.5 GB: 3.6x the rows/s at a sixth of the memory;
+the full file extrapolates to 3.0 min (target: under 5). Before the streaming fixes of issue 10
+(one vocabulary lookup per field instead of one per chunk, one read of the raw file, vectorised
+text hashes, threads) the same command gave adrepro 104k rows/s against pandas' 65k.
 """
 
 from __future__ import annotations
