@@ -28,9 +28,11 @@ The rungs (``RUNGS``), as the issue orders them:
    8 bytes of scale and bias would outweigh one value), and dequantised at lookup: the AUC and
    bytes that storage costs. These two are serving-side (the model trains in fp32, as rung 6).
 
-Data-parallel training with DDP communication hooks (the issue's rung 8) and a sharded-embedding
-rung are not here yet; nor is the high-cardinality world on which sparse updates, multi-hash and
-quantisation matter (at the default world's ~1.9M embedding parameters the MLP dominates).
+Data-parallel training with DDP communication hooks (the issue's rung 8) is its own measurement,
+``hpc_data_parallel`` (``data_parallel.py``): it runs the harness trainer, not this loop. A
+sharded-embedding rung (TorchRec) is not here yet; nor is the high-cardinality world on which
+sparse updates, multi-hash and quantisation matter (at the default world's ~1.9M embedding
+parameters the MLP dominates).
 
 What each rung reports: samples/s over its training time (data + compute, evaluations excluded),
 the split of that time into data, forward, backward and optimizer (each measured with
