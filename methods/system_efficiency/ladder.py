@@ -65,6 +65,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -81,7 +82,7 @@ from repro.metrics import auc
 from repro.model import CTRModel, logit_of
 from repro.profiling import PeakMemory, matmul_peak_flops
 from repro.progress import progress
-from repro.registry import MODELS, SOURCES
+from repro.registry import MODELS, ROOT, SOURCES
 
 BASE_BATCH = 512
 COWCLIP_R, COWCLIP_ZETA = 1.0, 1e-5
@@ -400,8 +401,10 @@ def run_rung(data: PreparedDataset, rows: RowDataset, cfg: LadderConfig, name: s
 
 # --------------------------------------------------------------------------- the measurement
 def open_world(cfg: LadderConfig) -> PreparedDataset:
+    """The prepared world; a relative ``cache_root`` is the project's, as for runs, whatever the cwd."""
+    cache_root = Path(cfg.cache_root) if Path(cfg.cache_root).is_absolute() else ROOT / cfg.cache_root
     source = SOURCES.get("world").factory(SOURCES.config("world", {"scale": cfg.scale}))
-    return PreparedDataset(prepare(source, PrepareConfig(min_count=cfg.min_count, cache_root=cfg.cache_root),
+    return PreparedDataset(prepare(source, PrepareConfig(min_count=cfg.min_count, cache_root=str(cache_root)),
                                    verbose=cfg.progress))
 
 
