@@ -5,6 +5,7 @@ loss cadence that reads the loss every N steps without changing a number."""
 from __future__ import annotations
 
 import sys
+import time
 import types
 
 import pytest
@@ -13,7 +14,6 @@ import torch
 import repro.profiling as profiling
 import repro.train as trainer
 from repro.errors import TrainingError
-from repro.registry import MODELS
 from repro.run import execute
 from tests.test_run import metrics_of
 from tests.test_train import cfg, small_model
@@ -138,7 +138,6 @@ def test_the_gpu_monitor_samples_nvml_in_a_thread(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     with profiling.GpuMonitor(interval=0.01) as gpu:
-        import time
         time.sleep(0.1)
     s = gpu.summary()
     assert s["available"] and s["samples"] >= 3 and fake.shut
