@@ -42,6 +42,21 @@ click uniform are drawn per (request, candidate), so an ad shown in a request un
 gets the same creative and the same uniform. A chunk's draws depend only on (seed, chunk start),
 so the two preparation passes see identical rows (and ``chunk_requests`` is part of the world).
 
+The cascade (issue 7). ``candidate_share`` > 0 adds the candidate log: for that share of the
+requests (drawn from a stream of its own), every retrieved candidate as a row of the splits
+``candidates_train``, ``candidates_valid`` and ``candidates_test`` (the requests of the split of the
+same name), with the shown rows' fields (``position`` 0 where not shown, so a position-aware model
+can be served a default), the click where shown and no label elsewhere; its truth table adds
+``shown``, the logging ranker's ``logging_score``, ``eta`` (p_click at position k is k ** -eta times
+``relevance``) and ``relevance_creative_<k>``, the relevance the request would have had with each
+of the ad's creatives (the creative-selection oracle). Each chunk is simulated once for its shown
+rows and its candidate log, so the log's shown rows are the training rows exactly; the shown rows
+do not depend on ``candidate_share``. ``cold_creatives`` > 0 makes each creative but an ad's first
+cold with that probability: born at a request drawn uniformly between the valid split's start and
+the end of ``test_random``, shown only from then on (a creative drawn before its birth is replaced
+by one drawn uniformly among the ad's alive creatives, from a stream of its own), so it is first
+seen in valid or test, as a new creative of a running campaign is.
+
 Splits: ``train``, ``valid`` and ``test`` are the log, by request time (the first 80% of
 ``requests`` train, 10% valid, 10% test); the log's own randomised slice (``random_exposure`` of
 its requests) is part of the logging policy and stays in it. ``test_random`` is a test set of its
@@ -97,6 +112,7 @@ SCALES: dict[str, dict[str, int]] = {
 }
 SPLIT_FRACTIONS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
 SPLITS = ("train", "valid", "test", "test_random")
+CANDIDATE_SPLITS = ("candidates_train", "candidates_valid", "candidates_test")
 
 
 @dataclass
@@ -129,6 +145,12 @@ class WorldConfig:
     creatives: bool = True
     positions: bool = True
     random_exposure: float = 0.02
+    # Cascade knobs (issue 7). `cold_creatives`: the probability that each creative of an ad but
+    # its first is born during the log, at a request drawn uniformly from the valid split's start
+    # to the end of `test_random`, so it is first seen in valid or test. `candidate_share`: the
+    # share of requests whose whole candidate list is logged as the `candidates_<split>` splits.
+    cold_creatives: float = 0.0
+    candidate_share: float = 0.0
     # Calibration (chosen so exposure CTR is a few percent and the Bayes-optimal AUC ~0.80).
     zipf: float = 1.05
     bias: float = -4.6
@@ -168,11 +190,26 @@ class SimulatedSearchAdsWorld:
             raise ConfigError(f"world: slots ({self.cfg.slots}) must be within 1..candidates ({self.cfg.candidates})")
         if self.cfg.random_requests < 0:
             raise ConfigError(f"world: random_requests ({self.cfg.random_requests}) must be >= 0")
+        for knob in ("cold_creatives", "candidate_share", "random_exposure"):
+            if not 0.0 <= getattr(self.cfg, knob) <= 1.0:
+                raise ConfigError(f"world: {knob} ({getattr(self.cfg, knob)}) must be within [0, 1]")
 
     # -- Source protocol ---------------------------------------------------------------------
     @property
     def splits(self) -> tuple[str, ...]:
-        return SPLITS if self.cfg.random_requests else SPLITS[:3]
+        splits = SPLITS if self.cfg.random_requests else SPLITS[:3]
+        return splits + (CANDIDATE_SPLITS if self.cfg.candidate_share > 0 else ())
+
+    @property
+    def unlabelled_splits(self) -> tuple[str, ...]:
+        """The candidate log: a row has a label only where the candidate was shown."""
+        return CANDIDATE_SPLITS if self.cfg.candidate_share > 0 else ()
+
+    def split_truth_columns(self, split: str) -> tuple[str, ...]:
+        if split in CANDIDATE_SPLITS:
+            return self.truth_columns + ("shown", "logging_score", "eta") + tuple(
+                f"relevance_creative_{k}" for k in range(self.cfg.creatives_per_ad))
+        return self.truth_columns
 
     def fields(self) -> list[RawField]:
         return [
@@ -203,15 +240,36 @@ class SimulatedSearchAdsWorld:
     def describe(self) -> dict:
         return asdict(self.cfg)
 
-    def expected_rows(self, split: str) -> int:
+    def expected_rows(self, split: str) -> int | None:
+        if split in CANDIDATE_SPLITS:
+            return None  # the share of requests kept is drawn, and duplicates are dropped
         lo, hi = self._request_range(split)
         return (hi - lo) * self.cfg.slots
 
     def chunks(self, split: str) -> Iterator[pa.Table]:
-        lo, hi = self._request_range(split)
-        step = self.cfg.chunk_requests
-        for start in range(lo, hi, step):
-            yield self._chunk(start, min(start + step, hi), all_random=split == "test_random")
+        for s, table in self.split_chunks((split,)):
+            yield table
+
+    def split_chunks(self, splits: tuple[str, ...]) -> Iterator[tuple[str, pa.Table]]:
+        """(split, chunk) pairs; a chunk of requests is simulated once for its shown rows and its
+        candidate log."""
+        for split in splits:
+            if split not in self.splits:
+                raise KeyError(f"world: unknown split {split!r}; expected one of {self.splits}")
+        for split in (s for s in self.splits if s in splits and s not in CANDIDATE_SPLITS):
+            logged = f"candidates_{split}" in splits
+            lo, hi = self._request_range(split)
+            for start in range(lo, hi, self.cfg.chunk_requests):
+                stop = min(start + self.cfg.chunk_requests, hi)
+                sim = self._simulate(start, stop, all_random=split == "test_random")
+                if split in splits:
+                    yield split, self._chunk(start, stop, sim=sim)
+                if logged:
+                    yield f"candidates_{split}", self._candidate_chunk(start, stop, sim=sim)
+        for split in (s for s in splits if s in CANDIDATE_SPLITS and s.removeprefix("candidates_") not in splits):
+            lo, hi = self._request_range(split)
+            for start in range(lo, hi, self.cfg.chunk_requests):
+                yield split, self._candidate_chunk(start, min(start + self.cfg.chunk_requests, hi))
 
     # -- random streams -----------------------------------------------------------------------
     def _rng(self, name: str, *key: int) -> np.random.Generator:
@@ -225,6 +283,7 @@ class SimulatedSearchAdsWorld:
         n = self.cfg.requests
         if split == "test_random":
             return n, n + self.cfg.random_requests
+        split = split.removeprefix("candidates_")
         if split not in SPLIT_FRACTIONS:
             raise KeyError(f"world: unknown split {split!r}; expected one of {self.splits}")
         a, b = SPLIT_FRACTIONS[split]
@@ -297,6 +356,14 @@ class SimulatedSearchAdsWorld:
             e["creative_b"] = rng("creative_b").normal(0, 0.15, n_cr)
         else:
             e["creative_appeal"], e["creative_b"] = np.zeros(n_cr), np.zeros(n_cr)
+        # Birth request of each creative (-1: before the log); an ad's first creative is never cold.
+        e["creative_birth"] = np.full(n_cr, -1, dtype=np.int64)
+        if c.cold_creatives > 0:
+            cold = rng("creative_cold").random(n_cr) < c.cold_creatives
+            cold[:: c.creatives_per_ad] = False
+            lo = self._request_range("valid")[0]
+            born = rng("creative_birth").integers(lo, c.requests + c.random_requests, n_cr)
+            e["creative_birth"] = np.where(cold, born, -1)
         self._index_categories(e)
         return e
 
@@ -339,23 +406,26 @@ class SimulatedSearchAdsWorld:
         device = np.where(rng.random(r) < 0.8, e["user_device"][user], rng.integers(0, c.devices, r))
         return dict(user=user, query=query, scene=scene, hour=hour, device=device)
 
-    def _chunk(self, start: int, stop: int, all_random: bool = False) -> pa.Table:
-        """Requests start..stop-1; every draw comes from a stream keyed by (name, start)."""
+    def _simulate(self, start: int, stop: int, all_random: bool = False) -> dict[str, np.ndarray]:
+        """Everything that happens in requests start..stop-1, per request and per retrieved
+        candidate ([r, candidates] arrays): retrieval, bids, the logging ranker's score, the shown
+        order, each candidate's creative and click uniform. Shown rows and the candidate log are
+        both cut from this, so they cannot disagree. Every draw comes from a stream keyed by
+        (name, start)."""
         c, e = self.cfg, self._entities
 
         def rng(name: str) -> np.random.Generator:
             return self._rng(name, start)
 
         r = stop - start
-        req = self._requests(start, stop)
-        user, query, scene, hour, device = (req[k] for k in ("user", "query", "scene", "hour", "device"))
-        qcat = e["query_category"][query]
-
-        ads = self._retrieve(qcat, rng("retrieval"))  # [r, candidates], sorted, duplicates marked -1
+        sim = self._requests(start, stop)
+        sim["qcat"] = e["query_category"][sim["query"]]
+        ads = self._retrieve(sim["qcat"], rng("retrieval"))  # [r, candidates], sorted, duplicates marked -1
         valid = ads >= 0
         ads_safe = np.where(valid, ads, 0)
         bid = e["ad_bid"][ads_safe] * rng("bid_noise").lognormal(0.0, 0.1, ads.shape)
-        z_ad = self._ad_logit(user[:, None], query[:, None], scene[:, None], hour[:, None], device[:, None], ads_safe)
+        col = {k: sim[k][:, None] for k in ("user", "query", "scene", "hour", "device")}
+        z_ad = self._ad_logit(col["user"], col["query"], col["scene"], col["hour"], col["device"], ads_safe)
         logged = bid / (1 + np.exp(-(z_ad + rng("logging_noise").normal(0, c.logging_noise, ads.shape))))
         logged = np.where(valid, logged, -np.inf)
 
@@ -365,33 +435,45 @@ class SimulatedSearchAdsWorld:
         noise_rank = np.where(valid, rng("random_order").random(ads.shape), -np.inf)
         score = np.where(is_random[:, None], noise_rank, logged)
         top = np.argsort(-score, axis=1, kind="stable")[:, : c.slots]  # [r, slots] in shown order
-        # Requests with fewer distinct candidates than slots are trimmed, not padded.
-        shown_ok = np.take_along_axis(valid, top, 1).ravel()
-
-        def shown(a: np.ndarray) -> np.ndarray:  # [r, candidates] -> the shown rows, in order
-            return np.take_along_axis(a, top, 1).ravel()[shown_ok]
-
-        rows = np.repeat(np.arange(r), c.slots)[shown_ok]
-        pos = np.tile(np.arange(1, c.slots + 1), r)[shown_ok]
-        ad, z, ad_bid = shown(ads_safe), shown(z_ad), shown(bid)
         # Creative choice and click uniform per (request, candidate): independent of the ranking.
-        creative = ad * c.creatives_per_ad + shown(rng("creative").integers(0, c.creatives_per_ad, ads.shape))
-        z = z + e["creative_appeal"][creative] + e["creative_b"][creative]
-        relevance = 1 / (1 + np.exp(-z))
-        exam = (1.0 / pos ** e["scene_eta"][scene[rows]]) if c.positions else np.ones(len(pos))
-        p_click = exam * relevance
-        click = (shown(rng("click").random(ads.shape)) < p_click).astype(np.int8)
+        sim.update(ads=ads_safe, valid=valid, bid=bid, z_ad=z_ad, logged=logged, is_random=is_random, top=top,
+                   creative=self._creatives(start, ads_safe, rng("creative")), click_u=rng("click").random(ads.shape))
+        return sim
 
+    def _creatives(self, start: int, ads: np.ndarray, draw: np.random.Generator) -> np.ndarray:
+        """The creative of each (request, candidate): uniform among the ad's creatives alive at the
+        request (all of them unless ``cold_creatives`` > 0); a creative drawn before its birth is
+        replaced by a uniform draw among the alive ones, from a stream of its own, so with no cold
+        creatives the choice is exactly the uniform draw."""
+        c, e = self.cfg, self._entities
+        k = draw.integers(0, c.creatives_per_ad, ads.shape)
+        if c.cold_creatives > 0:
+            request = np.arange(start, start + ads.shape[0])[:, None, None]
+            alive = e["creative_birth"][ads[..., None] * c.creatives_per_ad + np.arange(c.creatives_per_ad)] <= request
+            n_alive = alive.sum(axis=2)  # >= 1: an ad's first creative is never cold
+            j = np.floor(self._rng("creative_alive", start).random(ads.shape) * n_alive)
+            replacement = np.argmax(np.cumsum(alive, axis=2) > j[..., None], axis=2)
+            k = np.where(np.take_along_axis(alive, k[..., None], 2)[..., 0], k, replacement)
+        return ads * c.creatives_per_ad + k
+
+    def _rows(self, sim: dict[str, np.ndarray], rows: np.ndarray, cand: np.ndarray,
+              pos: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Feature columns of the (request ``rows``, candidate ``cand``) pairs shown at ``pos``
+        (0: not shown), and each pair's position-free relevance."""
+        c, e = self.cfg, self._entities
+        user, query = sim["user"][rows], sim["query"][rows]
+        ad, creative = sim["ads"][rows, cand], sim["creative"][rows, cand]
+        z = sim["z_ad"][rows, cand] + e["creative_appeal"][creative] + e["creative_b"][creative]
         cols = {
-            "request_id": (start + rows).astype(np.int64),
-            "user_id": user[rows],
-            "user_key": user[rows].astype(np.int64),
-            "user_segment": e["user_segment"][user[rows]],
-            "query_id": query[rows],
-            "query_category": qcat[rows],
-            "scene": scene[rows],
-            "hour": hour[rows],
-            "device": device[rows],
+            "request_id": (sim["start"] + rows).astype(np.int64),
+            "user_id": user,
+            "user_key": user.astype(np.int64),
+            "user_segment": e["user_segment"][user],
+            "query_id": query,
+            "query_category": sim["qcat"][rows],
+            "scene": sim["scene"][rows],
+            "hour": sim["hour"][rows],
+            "device": sim["device"][rows],
             "ad_id": ad,
             "campaign_id": e["ad_campaign"][ad],
             "shop_id": e["ad_shop"][ad],
@@ -399,13 +481,68 @@ class SimulatedSearchAdsWorld:
             "ad_category": e["ad_category"][ad],
             "creative_id": creative,
             "position": pos,
-            "log_bid": np.log(ad_bid).astype(np.float32),
+            "log_bid": np.log(sim["bid"][rows, cand]).astype(np.float32),
         }
         content = e["content"][creative]
         for i in range(c.content_dim):
             cols[f"content_{i}"] = content[:, i]
-        cols.update(click=click, p_click=p_click, relevance=relevance, examination=exam, is_random=is_random[rows])
+        return cols, 1 / (1 + np.exp(-z))
+
+    def _eta(self, scene: np.ndarray) -> np.ndarray:
+        """Each row's examination exponent: examination at position k is k ** -eta (0: no decay)."""
+        return self._entities["scene_eta"][scene] if self.cfg.positions else np.zeros(len(scene))
+
+    def _chunk(self, start: int, stop: int, all_random: bool = False, sim: dict | None = None) -> pa.Table:
+        """The shown rows of requests start..stop-1, in request then position order."""
+        c = self.cfg
+        sim = sim if sim is not None else self._simulate(start, stop, all_random)
+        sim["start"] = start
+        r, top = stop - start, sim["top"]
+        # Requests with fewer distinct candidates than slots are trimmed, not padded.
+        shown_ok = np.take_along_axis(sim["valid"], top, 1).ravel()
+        rows = np.repeat(np.arange(r), c.slots)[shown_ok]
+        pos = np.tile(np.arange(1, c.slots + 1), r)[shown_ok]
+        cols, relevance = self._rows(sim, rows, top.ravel()[shown_ok], pos)
+        exam = (1.0 / pos ** self._entities["scene_eta"][sim["scene"][rows]]) if c.positions else np.ones(len(pos))
+        p_click = exam * relevance
+        click = (sim["click_u"][rows, top.ravel()[shown_ok]] < p_click).astype(np.int8)
+        cols.update(click=click, p_click=p_click, relevance=relevance, examination=exam, is_random=sim["is_random"][rows])
         return pa.table({k: pa.array(v) for k, v in cols.items()})
+
+    def _candidate_chunk(self, start: int, stop: int, sim: dict | None = None) -> pa.Table:
+        """The candidate log of the requests in start..stop-1 that the log keeps
+        (``candidate_share`` of them, an own stream): every retrieved candidate, in ad-id order,
+        as a row with the shown rows' fields (``position`` 0: not shown), the click where shown
+        (null elsewhere) and the truth: ``shown``, the logging ranker's ``logging_score``,
+        position-free ``relevance`` of the drawn creative and of each creative of the ad
+        (``relevance_creative_<k>``, NaN before its birth), ``eta`` (p_click at position k is
+        k ** -eta * relevance), ``p_click`` and ``examination`` at the shown position (NaN if not shown)."""
+        c, e = self.cfg, self._entities
+        sim = sim if sim is not None else self._simulate(start, stop)
+        sim["start"] = start
+        r = stop - start
+        kept = self._rng("candidate_log", start).random(r) < c.candidate_share
+        position = np.zeros(sim["ads"].shape, dtype=np.int64)
+        np.put_along_axis(position, sim["top"], np.arange(1, c.slots + 1)[None, :], axis=1)
+        position = np.where(sim["valid"], position, 0)
+        rows, cand = np.nonzero(sim["valid"] & kept[:, None])
+        pos = position[rows, cand]
+        cols, relevance = self._rows(sim, rows, cand, pos)
+        shown = pos > 0
+        eta = self._eta(sim["scene"][rows])
+        exam = np.where(shown, 1.0 / np.maximum(pos, 1) ** eta, np.nan)  # the shown rows' formula
+        p_click = exam * relevance
+        click = np.where(shown, sim["click_u"][rows, cand] < p_click, False).astype(np.int8)
+        cols["click"] = pa.array(click, mask=~shown)
+        cols.update(p_click=p_click, relevance=relevance, examination=exam, is_random=sim["is_random"][rows],
+                    shown=shown, logging_score=sim["logged"][rows, cand], eta=eta)
+        ad = cols["ad_id"]
+        z = sim["z_ad"][rows, cand]
+        for k in range(c.creatives_per_ad):
+            cr = ad * c.creatives_per_ad + k
+            rel = 1 / (1 + np.exp(-(z + e["creative_appeal"][cr] + e["creative_b"][cr])))
+            cols[f"relevance_creative_{k}"] = np.where(e["creative_birth"][cr] <= sim["start"] + rows, rel, np.nan)
+        return pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in cols.items()})
 
     def _retrieval_draws(self, qcat: np.ndarray, rng: np.random.Generator):
         """The draws behind each candidate slot, [r, candidates] each: a popularity-weighted ad of
