@@ -64,6 +64,7 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
     "test logloss": (("test", "logloss"), "test", "logloss"),
     "random AUC": (("test_random", "auc"), "test_random", "auc"),
     "random logloss": (("test_random", "logloss"), "test_random", "logloss"),
+    "test PCOC": (("test", "pcoc"), None, None),  # predicted / observed clicks on the test split
     "GAUC user": (("test", "gauc_user"), None, None),
     "GAUC request": (("test", "gauc_request"), None, None),
     "params": (("profile", "parameters"), None, None),
@@ -72,6 +73,7 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
     "tail AUC": (("test", "auc_tail"), None, None),  # rows whose IDs are in the bottom frequency decile
     "train samples/s": (("profile", "train_samples_per_s"), None, None),
 }
+CASCADE_PREFIX = "cascade "  # "cascade <figure>": a figure of the run's cascade evaluation (repro.cascade)
 SPLIT_AUC_PREFIX = "AUC "  # "AUC <split>": the AUC of any test split a data set adds (AUC test_unseen_pairs)
 
 
@@ -79,6 +81,9 @@ def metric_spec(metric: str) -> tuple[tuple[str, ...], str | None, str | None] |
     """Where ``metric`` lives in metrics.json (see ``METRICS``); None for an unknown name."""
     if metric in METRICS:
         return METRICS[metric]
+    if metric.startswith(CASCADE_PREFIX):  # "cascade recall@10": a figure of repro.cascade, request-paired
+        figure = metric[len(CASCADE_PREFIX):]
+        return ("cascade", figure), "cascade", figure
     split = metric[len(SPLIT_AUC_PREFIX):] if metric.startswith(SPLIT_AUC_PREFIX) else ""
     if split.startswith("test") and split.replace("_", "").isalnum():
         return (split, "auc"), split, "auc"

@@ -76,7 +76,7 @@ def worker(spec_path: Path) -> None:
         np.random.seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.utils.deterministic.fill_uninitialized_memory = False
-        data = PreparedDataset(Path(spec["data_root"]))
+        data = PreparedDataset(Path(spec["data_root"]), drop_roles=tuple(config["data"].get("drop_roles", ())))
         model = MODELS.build(config["model"]["name"], config["model"], data.feature_map, embedding=config["embedding"])
         torch.manual_seed(seed * 1_000_003 + rank)  # dropout: a stream of each rank's own
         result = train(model, data, cfg, seed, parallel=DataParallel(rank, world, cfg.comm_hook))

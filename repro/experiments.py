@@ -32,7 +32,7 @@ from repro.registry import ROOT
 
 EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report", "claims", "measurements"}
 RUN_ENTRY_KEYS = {"label", "overrides", "seeds"}  # a run's own `seeds` replace the experiment's
-REPORT_KEYS = {"baseline", "paper", "kind", "reference"}  # kind: table | compression (repro/compression_report.py)
+REPORT_KEYS = {"baseline", "paper", "kind", "reference"}  # kind: table | compression (repro/compression_report.py) | cascade (repro/cascade_report.py)
 
 
 def load_experiment(name: str) -> dict:
@@ -127,7 +127,9 @@ def execute_plan(jobs: list[Job]) -> None:
     The ETA scales the reference runs' times by how fast this machine has been so far."""
     from repro.run import execute
 
-    todo = [j for j in jobs if j.reasons]
+    # A student (data.teacher) up to date at planning is looked at again when its turn comes: its
+    # teacher may have rerun since (execute() reruns it only if it is stale by then).
+    todo = [j for j in jobs if j.reasons or _has_teacher(j.cfg)]
     total_est = sum(j.estimate_s for j in todo)
     print(f"{len(jobs)} runs: {len(jobs) - len(todo)} up to date, {len(todo)} to run "
           f"(about {total_est / 60:.0f} min at the reference machine's speed)", flush=True)
@@ -141,6 +143,11 @@ def execute_plan(jobs: list[Job]) -> None:
               f"(elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min)", flush=True)
         execute(job.cfg, force=job.reasons == ["forced"])
         done_est += job.estimate_s
+
+
+def _has_teacher(cfg) -> bool:
+    data = cfg.get("data") or {}
+    return bool(data.get("teacher"))
 
 
 def run_experiment(name: str, force: bool = False, extra: list[str] = (), results_dir: str | None = None) -> list[Path]:

@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["auc", "logloss", "gauc", "relaimpr", "pcoc", "evaluate", "bootstrap_replicates", "bootstrap_group_draws"]
+__all__ = ["auc", "logloss", "gauc", "relaimpr", "pcoc", "evaluate", "bootstrap_replicates", "bootstrap_group_draws",
+           "relevance_auc", "by_position"]
 
 ArrayLike = Any  # anything np.asarray accepts
 
@@ -263,6 +264,47 @@ def pcoc(y: ArrayLike, p: ArrayLike, weight: ArrayLike | None = None) -> float:
     """Predicted / observed clicks; AUC is blind to calibration, bidding isn't."""
     y_, p_, w_ = _prepare(y, p, weight, probabilities=True)
     return _pcoc_core(y_, p_, w_)
+
+
+def relevance_auc(relevance: ArrayLike, p: ArrayLike) -> float:
+    """AUC against position-free relevance: the AUC of labels drawn from ``relevance`` (each row a
+    positive with probability q, a negative with 1 - q), in expectation over the draws (as a ratio
+    of expectations: a row counts as a positive of weight q and a negative of weight 1 - q).
+
+    A position-biased log scores a model on where ads were shown as much as on what they are;
+    this scores it on the world's true relevance, which no position enters."""
+    q = _as_1d(relevance, "relevance").astype(np.float64)
+    p_ = _as_1d(p, "p").astype(np.float64)
+    if q.shape != p_.shape:
+        raise ValueError(f"metrics: length mismatch: {q.shape[0]} relevances vs {p_.shape[0]} scores")
+    if q.size and (not np.isfinite(q).all() or q.min() < 0 or q.max() > 1):
+        raise ValueError("metrics: relevance must be probabilities in [0, 1]")
+    _check_scores(p_, probabilities=False)
+    if q.size == 0:
+        return float("nan")
+    num, P, N = _grouped_auc_parts(None, p_, q, 1.0 - q)
+    return float(num[0] / (P[0] * N[0])) if P[0] > 0 and N[0] > 0 else float("nan")
+
+
+def by_position(y: ArrayLike, p: ArrayLike, position: ArrayLike) -> dict[str, Any]:
+    """Per-position AUC and calibration, and PAUC (DPIN, Huang et al. 2021): the impression-
+    weighted mean of the per-position AUCs, positions with one class skipped. A model that has
+    learnt position bias as relevance ranks well overall but not within a position, and its
+    calibration (PCOC) drifts with the position."""
+    y_, p_, _ = _prepare(y, p, None, probabilities=True)
+    pos = np.asarray(position).ravel()
+    if pos.shape != y_.shape:
+        raise ValueError(f"metrics: length mismatch: {y_.shape[0]} labels vs {pos.shape[0]} positions")
+    per: dict[str, dict[str, float]] = {}
+    weighted, total = 0.0, 0.0
+    for k in np.unique(pos):
+        m = pos == k
+        a = _auc_core(y_[m], p_[m], None)
+        per[str(k.item())] = {"auc": a, "pcoc": _pcoc_core(y_[m], p_[m], None),
+                                                           "ctr": float(y_[m].mean()), "n": float(m.sum())}
+        if np.isfinite(a):
+            weighted, total = weighted + a * m.sum(), total + m.sum()
+    return {"pauc": float(weighted / total) if total else float("nan"), "by_position": per}
 
 
 def evaluate(

@@ -40,15 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from repro.cascade import evaluate_cascade
 from repro.data.dataset import PreparedDataset
-from repro.data.prepare import PrepareConfig, cache_key, prepare
+from repro.data.prepare import PrepareConfig, cache_key, prepare, raw_column, raw_hash
 from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, gpu_memory, machine, package_versions
-from repro.errors import ConfigError
+from repro.errors import ConfigError, DataError
 from repro.embeddings import embedding_layers
-from repro.io import atomic_write_json, stable_hash
+from repro.io import atomic_write, atomic_write_json, file_digest, stable_hash
 from repro import metrics as metric_fns
 from repro.metrics import evaluate
 from repro.profiling import GpuMonitor, PeakMemory, cpu_capabilities, matmul_peak_flops
@@ -57,7 +60,7 @@ from repro.train import COMM_HOOKS, TrainConfig, predict, train
 
 CHECKPOINT = "checkpoint.pt"  # written by the trainer into the run's work folder
 RUN_KEYS = {"data", "model", "embedding", "train", "seed", "experiment_name", "label", "results_dir", "force"}
-DATA_PREP_KEYS = ("name", "min_count", "cache_root")
+DATA_PREP_KEYS = ("name", "min_count", "cache_root", "drop_roles", "teacher")
 
 
 @dataclasses.dataclass
@@ -84,7 +87,12 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     emb_block = dict(plain.get("embedding") or {"name": "full"})
     model_name, emb_name = model_block.get("name", "deepfm"), emb_block.get("name", "full")
     config = {
-        "data": {"name": source_name, "min_count": prep.get("min_count", 1), **source_cfg},
+        # drop_roles: fields (by role) the model must not see, e.g. [position]; the data are the same.
+        # teacher: the label of a run of the same experiment (same seed and results folder) whose
+        # predictions on the data's unlabelled splits this run reads (see `teacher_dir`).
+        "data": {"name": source_name, "min_count": prep.get("min_count", 1),
+                 "drop_roles": sorted(prep.get("drop_roles") or []), "teacher": str(prep.get("teacher") or ""),
+                 **source_cfg},
         "model": {"name": model_name, **dataclasses.asdict(MODELS.config(model_name, model_block))},
         "embedding": {"name": emb_name, **dataclasses.asdict(EMBEDDINGS.config(emb_name, emb_block))},
         "train": dataclasses.asdict(_train_config(plain.get("train"))),
@@ -140,6 +148,8 @@ def make_source(config: dict):
     data = dict(config["data"])
     name = data.pop("name")
     data.pop("min_count")
+    data.pop("drop_roles", None)
+    data.pop("teacher", None)
     return SOURCES.get(name).factory(SOURCES.config(name, data))
 
 
@@ -160,12 +170,43 @@ def inputs(run: ResolvedRun) -> dict:
     config = run.config
     source = make_source(config)
     versions = package_versions()
-    return {
+    now = {
         "config_hash": run.config_hash,
         "data": cache_key(source, PrepareConfig(min_count=config["data"]["min_count"])),
         "code": code_identity(*plugin_files(config))["fingerprint"],
         "versions": {k: versions.get(k) for k in NUMERIC_PACKAGES},
     }
+    if config["data"].get("teacher"):
+        now["teacher"] = teacher_identity(run)
+    return now
+
+
+def teacher_dir(run: ResolvedRun) -> Path | None:
+    """The finished run that ``data.teacher`` names: the run labelled so in the same experiment,
+    results folder and seed (the newest finished one, should an older variant linger). None when
+    it has not run yet."""
+    label = run.config["data"].get("teacher")
+    if not label:
+        return None
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+    found = []
+    for manifest_path in run.run_dir.parents[1].glob(f"{safe}-*/{run.run_dir.name}/manifest.json"):
+        manifest = load_json(manifest_path)
+        if manifest and manifest.get("status") == "done" and manifest.get("label") == label:
+            found.append((manifest.get("finished", ""), manifest_path.parent))
+    return max(found)[1] if found else None
+
+
+def teacher_identity(run: ResolvedRun) -> dict | None:
+    """What a student's numbers depend on in its teacher: the teacher run's inputs and a digest of
+    the predictions it left (None: no such run yet, so the student is stale until it exists)."""
+    where = teacher_dir(run)
+    if where is None:
+        return None
+    manifest = load_json(where / "manifest.json") or {}
+    files = sorted((where / PREDICTIONS).glob("*.npy"))
+    return {"config_hash": manifest.get("config_hash"), "code": manifest.get("inputs", {}).get("code"),
+            "predictions": stable_hash({p.name: file_digest(p) for p in files}, 16)}
 
 
 def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None = None) -> list[str]:
@@ -182,6 +223,9 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
     reasons = []
     if then.get("config_hash") != now["config_hash"]:
         reasons.append("the resolved config changed")
+    if then.get("teacher") != now.get("teacher"):
+        reasons.append("its teacher run is missing or changed" if now.get("teacher") is None else
+                       "its teacher run changed")
     if then.get("data") != now["data"]:
         reasons.append(f"the data changed (prepared-data key {then.get('data')} -> {now['data']})")
     if then.get("code") != now["code"]:
@@ -201,7 +245,8 @@ def is_done(run: ResolvedRun) -> bool:
 
 def open_data(config: dict, verbose: bool = True) -> PreparedDataset:
     prep = PrepareConfig(min_count=config["data"]["min_count"], cache_root=str(_cache_root(config)))
-    return PreparedDataset(prepare(make_source(config), prep, verbose=verbose))
+    return PreparedDataset(prepare(make_source(config), prep, verbose=verbose),
+                           drop_roles=tuple(config["data"].get("drop_roles", ())))
 
 
 def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
@@ -285,6 +330,27 @@ def _replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+PREDICTIONS = "predictions"  # a run's predictions on its data's unlabelled splits, one .npy each
+
+
+def save_predictions(run_dir: Path, split: str, p: np.ndarray) -> None:
+    """Keep a run's click probabilities on an unlabelled split (float32, in the split's row order):
+    what a later run reads as a frozen teacher (``load_predictions``), never retraining it."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a path
+            np.save(fh, np.asarray(p, dtype=np.float32))
+
+    atomic_write(run_dir / PREDICTIONS / f"{split}.npy", write)
+
+
+def load_predictions(run_dir: Path, split: str) -> np.ndarray:
+    path = Path(run_dir) / PREDICTIONS / f"{split}.npy"
+    if not path.exists():
+        raise DataError(f"{run_dir}: no predictions on split {split!r} ({path}); the run's data has no such "
+                        "unlabelled split, or the run predates prediction keeping")
+    return np.load(path)
+
+
 BOOTSTRAP_REPLICATES = 500  # paired (by request) replicates stored per evaluated test split
 
 
@@ -310,8 +376,11 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     torch.utils.deterministic.fill_uninitialized_memory = False
     train_cfg = TrainConfig(**config["train"])
     torch.set_num_threads(train_cfg.threads)
-    # Every split but train is evaluated; valid picks the epoch, the others are test sets.
-    splits = [s for s in getattr(data, "splits", ("train", "valid", "test")) if s != "train"]
+    teacher = _attach_teacher(run, data)
+    # Every labelled split but train is evaluated; valid picks the epoch, the others are test
+    # sets. Unlabelled splits (a candidate log) are predicted and their predictions kept.
+    unlabelled = data.unlabelled_splits
+    splits = [s for s in data.splits if s != "train" and s not in unlabelled]
     metrics: dict[str, Any] = {}
     with PeakMemory() as memory, GpuMonitor() as gpu:
         model = MODELS.build(config["model"]["name"], config["model"], data.feature_map, embedding=config["embedding"])
@@ -328,12 +397,21 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
             predictions[split] = predict(model, data, split, train_cfg.eval_batch_size)
             predict_s = time.perf_counter() - t
             metrics[split] = {"predict_rows_per_s": len(predictions[split]) / predict_s}
+        unscored = {}
+        for split in unlabelled:
+            t = time.perf_counter()
+            unscored[split] = predict(model, data, split, train_cfg.eval_batch_size)
+            metrics.setdefault("unlabelled", {})[split] = {
+                "rows": len(unscored[split]), "predict_rows_per_s": len(unscored[split]) / (time.perf_counter() - t)}
+            save_predictions(work, split, unscored[split])
     truth = {s: data.truth(s) for s in splits}  # read once per split
     for split in splits:
         metrics[split].update(_split_metrics(data, split, predictions[split], truth[split], bootstrap=split != "valid"))
     if all(truth[s] is not None for s in splits):
         metrics["bayes"] = {s: _split_metrics(data, s, truth[s]["p_click"].to_numpy(), truth[s], bootstrap=s != "valid")
                             for s in splits}
+    if CASCADE_SPLIT in unscored:
+        metrics["cascade"] = _cascade_metrics(data, unscored[CASCADE_SPLIT], teacher)
     metrics["train"] = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     metrics["history"] = result.history
     peak = matmul_peak_flops(train_cfg.threads) if next(model.parameters()).device.type == "cpu" else None
@@ -369,6 +447,50 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
     return metrics
 
 
+CASCADE_SPLIT = "candidates_test"  # the candidate log a cascade is scored on
+
+
+def _cascade_metrics(data: PreparedDataset, p: np.ndarray, teacher: Path | None) -> dict | None:
+    """The run as the pre-ranker of a cascade whose ranker is its teacher (as the only stage when
+    it has none), scored on the test candidate log's truth (``repro.cascade``); also its AUC
+    against the true relevance over every candidate, shown or not."""
+    truth = data.truth(CASCADE_SPLIT)
+    bid_field = data.feature_map.by_role("bid")
+    request_field = data.feature_map.group_key("request")
+    if truth is None or bid_field is None or request_field is None or not {"relevance", "eta"} <= set(truth):
+        return None
+    rank = load_predictions(teacher, CASCADE_SPLIT) if teacher is not None else p
+    slots = int(data.provenance.get("source_config", {}).get("slots", 5))
+    out = evaluate_cascade(data.column(CASCADE_SPLIT, request_field.name),
+                           np.exp(data.column(CASCADE_SPLIT, bid_field.columns[0]).astype(np.float64)), p, rank,
+                           truth["relevance"].to_numpy(), truth["eta"].to_numpy(), slots,
+                           n_replicates=BOOTSTRAP_REPLICATES)
+    out["auc_relevance"] = metric_fns.relevance_auc(truth["relevance"].to_numpy(), p)
+    out["ranker"] = "teacher" if teacher is not None else "self"
+    return out
+
+
+def _attach_teacher(run: ResolvedRun, data: PreparedDataset) -> Path | None:
+    """Give every batch of the data's unlabelled splits the teacher run's frozen predictions as
+    ``batch['teacher']``; the teacher must have predicted exactly these prepared rows."""
+    label = run.config["data"].get("teacher")
+    if not label:
+        return None
+    where = teacher_dir(run)
+    if where is None:
+        raise DataError(f"data.teacher={label!r}: no finished run labelled so in {run.run_dir.parents[1]} for "
+                        f"{run.run_dir.name}; list the teacher before its students in the experiment")
+    manifest = load_json(where / "manifest.json") or {}
+    if manifest.get("data", {}).get("fingerprint") != data.fingerprint:
+        raise DataError(f"data.teacher={label!r}: {where} was trained on other prepared data "
+                        f"({manifest.get('data', {}).get('fingerprint')} vs {data.fingerprint})")
+    if not data.unlabelled_splits:
+        raise DataError(f"data.teacher={label!r}: the data has no unlabelled split for the teacher to have scored")
+    for split in data.unlabelled_splits:
+        data.attach(split, "teacher", load_predictions(where, split))
+    return where
+
+
 def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray, truth, bootstrap: bool) -> dict:
     fm = data.feature_map
     y = data.column(split, "label")
@@ -387,6 +509,12 @@ def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray, truth, boot
         subsets["tail"] = tail
     weight = data.column(split, "weight") if fm.weight else None
     out = evaluate(y, p, groups=groups, subsets=subsets or None, weight=weight)
+    # Position-free figures: against the world's relevance, and within each shown position.
+    if truth is not None and "relevance" in truth:
+        out["auc_relevance"] = metric_fns.relevance_auc(truth["relevance"].to_numpy(), p)
+    positions = shown_positions(data, split)
+    if positions is not None and weight is None:
+        out.update(metric_fns.by_position(y, p, positions))
     if bootstrap:
         unit = "request" if "request" in groups else "row"
         keys = groups.get("request", np.arange(len(y)))
@@ -394,6 +522,18 @@ def _split_metrics(data: PreparedDataset, split: str, p: np.ndarray, truth, boot
         out["bootstrap"] = {**{k: np.asarray(v).tolist() for k, v in reps.items()},
                             "n_replicates": BOOTSTRAP_REPLICATES, "seed": 0, "unit": unit}
     return out
+
+
+def shown_positions(data: PreparedDataset, split: str, largest: int = 1000) -> np.ndarray | None:
+    """The raw position (1, 2, ...) of every row of ``split``, decoded from the position field's
+    raw-value hashes (integers up to ``largest``; -1 for anything else); None without a position."""
+    f = data.feature_map.by_role("position")
+    if f is None or f.kind != "categorical":
+        return None
+    values = np.arange(largest + 1)
+    lookup = pd.Series(values, index=raw_hash(pa.array(values)))
+    raw = data.column(split, raw_column(f.name))
+    return lookup.reindex(raw).fillna(-1).to_numpy(dtype=np.int64)
 
 
 TAIL_ROLES = ("user", "query", "ad", "creative")  # the entity-ID fields whose rarity defines the tail

@@ -42,7 +42,7 @@ import torch
 
 from repro.data.dataset import PreparedDataset
 from repro.embeddings import EmbeddingLayer, embedding_layers
-from repro.errors import ConfigError, TrainingError
+from repro.errors import ConfigError, DataError, TrainingError
 from repro.io import atomic_write
 from repro.metrics import auc
 from repro.model import CTRModel, logit_of
@@ -94,6 +94,11 @@ class TrainConfig:
     # powersgd (rank 1); sparse embedding gradients always travel uncompressed (indices + values).
     world_size: int = 1
     comm_hook: str = "none"
+    # What a step reads: the split trained on (a cascade's pre-ranker trains on its candidate log,
+    # `candidates_train`, whose unshown rows have no label: its loss must handle them) and whether
+    # a batch keeps every row of a request together (listwise and pairwise losses).
+    train_split: str = "train"
+    group_by_request: bool = False
 
 
 @dataclass(frozen=True)
@@ -515,7 +520,10 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
     data.raw_ids = uses_raw_ids(model)
     for layer in layers:  # the penalty's per-value weights, from the train-only frequencies
         layer.set_frequencies(data.frequencies, data.num_rows("train"), by=cfg.embedding_l2_by)
-    steps_per_epoch = math.ceil(data.num_rows("train") / cfg.batch_size)
+    if cfg.train_split not in data.splits or cfg.train_split == "valid":
+        raise DataError(f"train.train_split={cfg.train_split!r}: expected one of the data's splits other than "
+                        f"'valid' ({list(data.splits)})")
+    steps_per_epoch = math.ceil(data.num_rows(cfg.train_split) / cfg.batch_size)
     # Evaluations inside an epoch; the last one is at the epoch's end, whatever its batch count.
     mid_evals = {math.ceil(k * steps_per_epoch / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch)}
     mid_evals.discard(steps_per_epoch)
@@ -586,7 +594,8 @@ def train(model: CTRModel, data: PreparedDataset, cfg: TrainConfig, seed: int,
     with progress(cfg.epochs * steps_per_epoch, "train", cfg.progress, unit="step") as bar:
         bar.update(st.step)
         while not st.stopped_by and st.epoch < cfg.epochs:
-            batches = data.batches("train", cfg.batch_size, shuffle=True, seed=seed, epoch=st.epoch, shard=shard)
+            batches = data.batches(cfg.train_split, cfg.batch_size, shuffle=True, seed=seed, epoch=st.epoch,
+                                   shard=shard, group_by_request=cfg.group_by_request)
             for _ in range(st.pos):  # resuming mid-epoch: skip what was consumed
                 next(batches)
             while True:

@@ -424,10 +424,10 @@ def test_conf_preset_resolves():
     from hydra import compose, initialize_config_dir
 
     from repro.registry import ROOT
-    from repro.run import resolve
+    from repro.run import DATA_PREP_KEYS, resolve
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         data = resolve(compose(config_name="config", overrides=["data=kdd12"])).config["data"]
     assert data["name"] == "kdd12" and data["file"] == "training.txt" and data["profile_file"] is None
     assert data["min_count"] == 10
-    SOURCES.config("kdd12", {k: v for k, v in data.items() if k not in ("name", "min_count")})  # every key known
+    SOURCES.config("kdd12", {k: v for k, v in data.items() if k not in DATA_PREP_KEYS})  # every key known

@@ -369,7 +369,7 @@ def test_the_conf_preset_reads_the_tiny_csv(tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=["data=tabular", f"data.data_dir={SAMPLES}"])
     data = dict(resolve(cfg).config["data"])
-    assert (data.pop("name"), data.pop("min_count")) == ("tabular", 1)
+    assert (data.pop("name"), data.pop("min_count"), data.pop("drop_roles"), data.pop("teacher")) == ("tabular", 1, [], "")
     src = SOURCES.build("tabular", data)
     assert [f.name for f in src.fields()] == [*CATS, "price"]
     tables, rejected = read_all(src)
@@ -379,7 +379,7 @@ def test_the_conf_preset_reads_the_tiny_csv(tmp_path):
             "~data.roles", "+data.roles={user_id:[user],item_id:[ad],slot:[position]}", "~data.transforms"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         data = dict(resolve(compose(config_name="config", overrides=card)).config["data"])
-    data.pop("name"), data.pop("min_count")
+    data.pop("name"), data.pop("min_count"), data.pop("drop_roles"), data.pop("teacher")
     fields = [(f.name, f.kind, f.roles) for f in SOURCES.build("tabular", data).fields()]
     assert fields == [("user_id", "categorical", ("user",)), ("item_id", "categorical", ("ad",)),
                       ("slot", "categorical", ("position",)), ("bid", "dense", ())]

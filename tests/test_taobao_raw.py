@@ -178,12 +178,11 @@ def test_conf_preset_resolves():
     from hydra import compose, initialize_config_dir
 
     from repro.registry import ROOT
-    from repro.run import resolve
+    from repro.run import DATA_PREP_KEYS, resolve
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
         data = resolve(compose(config_name="config", overrides=["data=taobao_raw"])).config["data"]
-    src = source(data["data_dir"], **{k: v for k, v in data.items() if k not in ("name", "min_count", "cache_root",
-                                                                                 "data_dir")})
+    src = source(data["data_dir"], **{k: v for k, v in data.items() if k not in (*DATA_PREP_KEYS, "data_dir")})
     assert src.cfg.test_days == ["2017-05-13"] and len(src.cfg.train_days) + len(src.cfg.valid_days) == 7
 
 

@@ -43,6 +43,10 @@ class WithoutRow:
         self.feature_map = data.feature_map
         self.frequencies = data.frequencies
 
+    @property
+    def splits(self):
+        return self.data.splits
+
     def num_rows(self, split):
         return self.data.num_rows(split)
 

@@ -37,7 +37,7 @@ Batch = dict[str, torch.Tensor]
 
 
 class PreparedDataset:
-    def __init__(self, root: str | Path, max_rows_in_memory: int = 20_000_000) -> None:
+    def __init__(self, root: str | Path, max_rows_in_memory: int = 20_000_000, drop_roles: tuple[str, ...] = ()) -> None:
         self.root = Path(root)
         if not (self.root / "DONE").exists():
             raise DataError(
@@ -48,6 +48,7 @@ class PreparedDataset:
         self.provenance = json.loads((self.root / "provenance.json").read_text())
         self.max_rows_in_memory = max_rows_in_memory
         self._memory: dict[str, Batch] = {}
+        self._attached: dict[str, dict[str, torch.Tensor]] = {}
         self._raw_ids = False
         if "train" not in self.splits or "valid" not in self.splits:
             raise DataError(f"prepared data set {self.root} records no train or valid split ({self.splits}); "
@@ -59,6 +60,8 @@ class PreparedDataset:
         # or mask rows by frequency read them from the feature map they are built with).
         self.feature_map.frequencies = self.frequencies
         self.feature_map.train_rows = self.num_rows("train")
+        if drop_roles:  # fields a model must not see (position, context): batches carry them by role only
+            self.feature_map = self.feature_map.without_roles(tuple(drop_roles))
 
     @property
     def raw_ids(self) -> bool:
@@ -88,6 +91,12 @@ class PreparedDataset:
         order = [s for s in self.provenance.get("splits", ("train", "valid", "test")) if s in rows]
         return tuple(order + sorted(s for s in rows if s not in order))
 
+    @property
+    def unlabelled_splits(self) -> tuple[str, ...]:
+        """Splits whose rows may lack a label (NaN): a cascade's candidate log. They are predicted,
+        never trained on or scored against labels."""
+        return tuple(s for s in self.provenance.get("unlabelled_splits", ()) if s in self.splits)
+
     def split_path(self, split: str) -> Path:
         return self.root / f"{split}.parquet"
 
@@ -110,6 +119,20 @@ class PreparedDataset:
     def column(self, split: str, name: str) -> np.ndarray:
         """One column of a split in row order (labels, keys, a field), for metrics."""
         return self._read(self.split_path(split), columns=[name]).column(name).to_numpy()
+
+    def attach(self, split: str, name: str, values: np.ndarray) -> None:
+        """Add a per-row column to every batch of ``split`` as ``batch[name]`` (float32, the split's
+        row order): a frozen teacher's predictions, read from its run, never recomputed."""
+        if split not in self.splits:
+            raise DataError(f"attach {name!r}: {self.root} has no split {split!r}")
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != (self.num_rows(split),):
+            raise DataError(f"attach {name!r} to {split!r}: {values.shape[0] if values.ndim else 0} values for "
+                            f"{self.num_rows(split)} rows")
+        if name in ("cat", "dense", "label", "weight", "raw") or ":" in name:
+            raise DataError(f"attach: {name!r} is a name the loader uses itself")
+        self._attached.setdefault(split, {})[name] = torch.from_numpy(values)
+        self._memory.pop(split, None)
 
     # -- batches -------------------------------------------------------------------------
     def batches(
@@ -148,10 +171,14 @@ class PreparedDataset:
         pf = self._parquet(self.split_path(split))
         groups = torch.randperm(pf.num_row_groups, generator=gen).tolist() if shuffle else range(pf.num_row_groups)
         groups = list(groups)
+        offsets = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
         step = shuffle_window if shuffle else 1
         for start in range(0, len(groups), step):
-            table = pf.read_row_groups(groups[start : start + step])
-            yield from self._slices(self._to_tensors(table), batch_size, shuffle, gen, group, shard)
+            chosen = groups[start : start + step]
+            tensors = self._to_tensors(pf.read_row_groups(chosen))
+            for name, column in self._attached.get(split, {}).items():
+                tensors[name] = torch.cat([column[offsets[g] : offsets[g + 1]] for g in chosen])
+            yield from self._slices(tensors, batch_size, shuffle, gen, group, shard)
 
     def _slices(self, data: Batch, batch_size: int, shuffle: bool, gen: torch.Generator,
                 group: str | None = None, shard: tuple[int, int] | None = None) -> Iterator[Batch]:
@@ -175,7 +202,8 @@ class PreparedDataset:
 
     def _in_memory(self, split: str) -> Batch:
         if split not in self._memory:
-            self._memory[split] = self._to_tensors(self._read(self.split_path(split)))
+            self._memory[split] = {**self._to_tensors(self._read(self.split_path(split))),
+                                   **self._attached.get(split, {})}
         return self._memory[split]
 
     def _to_tensors(self, table: pa.Table) -> Batch:
@@ -197,6 +225,12 @@ class PreparedDataset:
                 out["weight"] = torch.from_numpy(table.column("weight").to_numpy().astype(np.float32))
             for f in fm.keys:
                 out[f"key:{f.name}"] = torch.from_numpy(table.column(f.name).to_numpy().astype(np.int64))
+            for f in fm.side:
+                if f.kind == "categorical":
+                    out[f"side:{f.name}"] = torch.from_numpy(table.column(f.name).to_numpy().astype(np.int64))
+                else:
+                    cols = np.stack([table.column(c).to_numpy() for c in f.columns], axis=1)
+                    out[f"side:{f.name}"] = torch.from_numpy(np.ascontiguousarray(cols, dtype=np.float32))
         except KeyError as e:
             raise DataError(f"{self.root}: a split lacks column {e} named by its feature map") from e
         return out
@@ -204,6 +238,11 @@ class PreparedDataset:
     def _with_roles(self, part: Batch) -> Batch:
         """Add role tensors (views) so methods can ask for ``batch['position']``."""
         fm = self.feature_map
+        for f in fm.side:
+            for role in f.roles:
+                if role not in part:
+                    side = part[f"side:{f.name}"]
+                    part[role] = side[:, 0] if f.kind == "dense" else side
         for f in fm.fields:
             for role in f.roles:
                 if role in part:

@@ -2,7 +2,8 @@
 
 Methods look fields up by *role* (``user``, ``query``, ``ad``, ``creative``, ``position``,
 ``scene``, ``request``, ``content``, ``bid``), never by a data set's column name, so the same
-method runs on the simulated world and on Criteo-like data without edits.
+method runs on the simulated world and on Criteo-like data without edits. A ``bid`` field holds
+the log of the ad's bid (a cascade ranks by pCTR x bid).
 
 Field kinds:
 - ``categorical``: one int column; 0 = padding/missing, ``oov_index`` = out of vocabulary.
@@ -59,6 +60,26 @@ class FeatureMap:
     # field ([missing, kept values..., OOV]) and its row count. None for a bare feature map.
     frequencies: dict | None = field(default=None, repr=False, compare=False)
     train_rows: int | None = field(default=None, repr=False, compare=False)
+    # Fields held out of the model's inputs (``without_roles``): not in ``batch['cat']`` or
+    # ``batch['dense']``, still in every batch by role (``batch['position']``) for a method that
+    # models them apart, as PAL models position. Never serialised.
+    side: list[FieldSpec] = field(default_factory=list, repr=False, compare=False)
+
+    def without_roles(self, roles: tuple[str, ...] | list[str]) -> "FeatureMap":
+        """This map with every categorical, dense or vector field that plays one of ``roles``
+        moved to ``side``: a model built from it never sees them (position and context fields
+        a serving system would not have)."""
+        roles = set(roles)
+        unknown = roles - set(ROLES)
+        if unknown:
+            raise DataError(f"drop_roles: unknown roles {sorted(unknown)}; expected among {ROLES}")
+        held = [f for f in self.fields if f.kind != "key" and roles & set(f.roles)]
+        missing = roles - {r for f in held for r in f.roles}
+        if missing:
+            raise DataError(f"drop_roles: {self.dataset!r} has no input field with role(s) {sorted(missing)}")
+        kept = [f for f in self.fields if f not in held]
+        return FeatureMap(self.dataset, kept, self.label, self.weight, self.extra, self.frequencies, self.train_rows,
+                          side=[*self.side, *held])
 
     # -- views used by the loader and by models -------------------------------------------
     @property
@@ -89,8 +110,9 @@ class FeatureMap:
         raise KeyError(f"feature map of {self.dataset!r} has no field {name!r}")
 
     def by_role(self, role: str) -> FieldSpec | None:
-        """The (first) field that plays ``role``, or None when the data set lacks it."""
-        for f in self.fields:
+        """The (first) field that plays ``role`` (model inputs first, then ``side`` fields), or None
+        when the data set lacks it."""
+        for f in [*self.fields, *self.side]:
             if role in f.roles:
                 return f
         return None

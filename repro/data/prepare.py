@@ -67,7 +67,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from repro.data.featuremap import FeatureMap, FieldSpec
-from repro.data.source import RawField, Source, source_splits
+from repro.data.source import RawField, Source, source_splits, truth_columns, unlabelled_splits
 from repro.errors import DataError
 from repro.io import atomic_write_json, file_digest, stable_hash
 from repro.progress import progress
@@ -152,6 +152,7 @@ def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool) -> None
         "prepare": {"min_count": cfg.min_count, "version": PREPARE_VERSION},
         "split_protocol": source.split_protocol,
         "splits": list(splits),  # in the source's order (the JSON file sorts the keys of "rows")
+        "unlabelled_splits": list(unlabelled_splits(source)),
         "rows": rows,
         "rejected_rows": rejected,
         "file_sha256": digests,
@@ -279,12 +280,13 @@ def _read_and_count(source: Source, splits: tuple[str, ...], cats: list[RawField
     spooled: list[tuple[str, Path, int]] = []
     expected = [source.expected_rows(s) for s in splits]
     total = sum(expected) if all(e is not None for e in expected) else None
+    unlabelled = unlabelled_splits(source)
     spool.mkdir()
     with progress(total, f"{source.name}: reading {', '.join(splits)}", verbose) as bar:
         for split, chunk in prefetched(_split_chunks(source, splits)):
             if split not in dropped:
                 raise DataError(f"{source.name}: yielded rows of split {split!r}, which it does not declare")
-            chunk, d = _valid_rows(chunk, source.label, split)
+            chunk, d = _valid_rows(chunk, source.label, split, unlabelled=split in unlabelled)
             dropped[split] += d
             encoded = per_field(lambda f: _dictionary(chunk.column(f.name)), cats)
             for f, column in zip(cats, encoded):
@@ -322,8 +324,9 @@ def _spooled_chunks(spooled: list[tuple[str, Path, int]]) -> Iterator[tuple[str,
         yield split, table
 
 
-def _valid_rows(chunk: pa.Table, label: str, split: str) -> tuple[pa.Table, int]:
-    """Drop rows whose label is missing or not 0/1; return (kept, number dropped).
+def _valid_rows(chunk: pa.Table, label: str, split: str, unlabelled: bool = False) -> tuple[pa.Table, int]:
+    """Drop rows whose label is missing or not 0/1 (in an ``unlabelled`` split: whose label is
+    present and not 0/1); return (kept, number dropped).
 
     Aggregated counts (KDD Cup 2012's clicks/impressions) must be expanded or weighted by their
     source into 0/1 rows first: every metric here is defined on binary labels."""
@@ -331,7 +334,7 @@ def _valid_rows(chunk: pa.Table, label: str, split: str) -> tuple[pa.Table, int]
         raise DataError(f"{split}: raw chunk has no label column {label!r} (columns: {chunk.column_names})")
     y = chunk.column(label).cast(pa.float64())
     ok = pc.and_(pc.is_valid(y), pc.or_(pc.equal(y, 0.0), pc.equal(y, 1.0)))
-    ok = pc.fill_null(ok, False)
+    ok = pc.or_(pc.fill_null(ok, False), pc.is_null(y)) if unlabelled else pc.fill_null(ok, False)
     dropped = chunk.num_rows - pc.sum(ok.cast(pa.int64())).as_py() if chunk.num_rows else 0
     return (chunk.filter(ok) if dropped else chunk), dropped
 
@@ -383,7 +386,8 @@ def _encode_splits(source, splits, fields, lookups, spooled: list[tuple[str, Pat
             with progress(total, f"{source.name}: encoding {', '.join(splits)}", verbose) as bar:
                 for split, chunk in prefetched(_spooled_chunks(spooled)):
                     writer = writers[split]
-                    truth = chunk.select(list(source.truth_columns)) if source.truth_columns else None
+                    columns = truth_columns(source, split)
+                    truth = chunk.select(list(columns)) if columns else None
                     table = _encode_chunk(chunk, fields, lookups, source)
                     while len(pending) >= PREFETCH_CHUNKS:
                         pending.popleft().result()  # raises the writer's error here
@@ -484,7 +488,7 @@ def _encode_chunk(chunk: pa.Table, fields: list[RawField], lookups: dict[str, Vo
         else:
             for c in _columns(f):
                 cols[c] = pc.fill_null(chunk.column(c).cast(pa.float32()), 0.0)
-    cols["label"] = chunk.column(source.label).cast(pa.float32())
+    cols["label"] = pc.fill_null(chunk.column(source.label).cast(pa.float32()), float("nan"))  # unlabelled rows
     if source.weight:
         cols["weight"] = chunk.column(source.weight).cast(pa.float32())
     return pa.table(cols)

@@ -41,6 +41,15 @@ class Source(Protocol):
     # every other split is a test set (the world adds ``test_random``, its randomised test set).
     # splits: tuple[str, ...]
 
+    # Optional: splits whose rows may lack a label (a cascade's candidate log: only shown candidates
+    # have one). Their missing labels are kept, as NaN, instead of rejected; no trainer or metric
+    # uses them as labels. Default: none.
+    # unlabelled_splits: tuple[str, ...]
+
+    # Optional: the truth columns of one split, when splits store different truth (default
+    # ``truth_columns`` for every split).
+    # def split_truth_columns(self, split: str) -> tuple[str, ...]: ...
+
     # Optional: line numbers of rows the source skipped as malformed in its last pass, per split;
     # the preparation step adds their count to the split's rejected rows.
     # rejected: dict[str, list[int]]
@@ -62,6 +71,22 @@ class Source(Protocol):
     def describe(self) -> dict:
         """The source's resolved config, recorded in the provenance."""
         ...
+
+
+def unlabelled_splits(source: Source) -> tuple[str, ...]:
+    """The splits of ``source`` whose rows may lack a label, checked."""
+    unlabelled = tuple(getattr(source, "unlabelled_splits", ()))
+    if "train" in unlabelled or "valid" in unlabelled or set(unlabelled) - set(source_splits(source)):
+        raise DataError(f"{source.name}: unlabelled splits {unlabelled} must be declared splits other than "
+                        "'train' and 'valid'")
+    return unlabelled
+
+
+def truth_columns(source: Source, split: str) -> tuple[str, ...]:
+    """The truth columns stored for ``split``."""
+    if hasattr(source, "split_truth_columns"):
+        return tuple(source.split_truth_columns(split))
+    return tuple(source.truth_columns or ())
 
 
 def source_splits(source: Source) -> tuple[str, ...]:
