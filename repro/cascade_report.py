@@ -1,0 +1,129 @@
+"""The cascade table and its plot (``report: {kind: cascade}``).
+
+Each row is a run scored as the pre-ranker of a cascade whose ranker is its teacher (the row that
+is its own ranker is scored as the only stage), on the test split's candidate log
+(``metrics.json["cascade"]``, ``repro.cascade``):
+
+- **test AUC**, **PCOC**: on the shown test rows, as every table;
+- **relevance AUC**: over every logged candidate, shown or not, against the world's position-free
+  relevance (``repro.metrics.relevance_auc``): what a pre-ranker is for;
+- **recall@K1**, **NDCG@K1**: of the ranker's own top slots (ranking every candidate) within this
+  row's top K1, and of this row's order with the ranker's eCPM as the gain;
+- **revenue@K1 / oracle**: the true expected revenue of the page the cascade builds with this
+  row keeping K1, as a share of the oracle cascade's (every candidate by true relevance x bid);
+  ``ranker alone`` is the ranker with no pre-ranking cut;
+- **ms / request (batched)**: this row's prediction time per request's candidates, from its rows
+  per second over the whole log predicted in large batches (so across requests), on this machine;
+  never judged.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TABLE_K1 = 10  # the K1 of the table's columns (every K1 is in the plot and the csv)
+
+
+def frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:
+    """One row per run: the cascade figures of every K1 and the run's headline figures."""
+    rows = []
+    for _, manifest, metrics in loaded:
+        c = metrics.get("cascade") or {}
+        test = metrics.get("test", {})
+        speed = (metrics.get("unlabelled", {}).get("candidates_test") or {}).get("predict_rows_per_s")
+        row = {"label": manifest["label"], "seed": manifest["seed"], "test auc": test.get("auc"),
+               "pcoc": test.get("pcoc"), "random auc": metrics.get("test_random", {}).get("auc"),
+               "relevance auc": c.get("auc_relevance"), "ranker": c.get("ranker"),
+               "ranker share": c.get("revenue_share@ranker"), "oracle revenue": c.get("revenue_oracle"),
+               "ms/request": (1000 * c["candidates_per_request"] / speed) if speed and c else None}
+        for k in c.get("k1", []):
+            for fig in ("recall", "ndcg", "revenue_share", "clicks"):
+                row[f"{fig}@{k}"] = c.get(f"{fig}@{k}")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    numeric = [col for col in df.columns if col not in ("label", "ranker")]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def summary(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    g = df.groupby("label", sort=False)
+    numeric = [col for col in df.columns if col not in ("label", "ranker", "seed")]
+    out = g[numeric].mean()
+    for col in numeric:
+        out[f"{col} std"] = g[col].std(ddof=1)
+    out["seeds"] = g.size()
+    out["ranker"] = g["ranker"].first()
+    return out.reindex([o for o in order if o in out.index])
+
+
+def k1_values(df: pd.DataFrame) -> list[int]:
+    return sorted(int(c.split("@")[1]) for c in df.columns if c.startswith("recall@") and not c.endswith(" std"))
+
+
+def _pm(r: pd.Series, col: str, fmt: str) -> str:
+    mean, std = r.get(col), r.get(f"{col} std")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return format(mean, fmt) if std is None or pd.isna(std) else f"{format(mean, fmt)} ± {format(std, fmt)}"
+
+
+def table_lines(s: pd.DataFrame) -> list[str]:
+    k = TABLE_K1
+    header = ["row", "seeds", "ranked by", "test AUC", "relevance AUC", "PCOC", f"recall@{k}", f"NDCG@{k}",
+              f"revenue@{k} / oracle", "ranker alone / oracle", "ms / request (batched)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, r in s.iterrows():
+        ranked = "itself (one stage)" if r["ranker"] == "self" else "its teacher"
+        lines.append("| " + " | ".join([
+            str(label), str(int(r["seeds"])), ranked, _pm(r, "test auc", ".4f"), _pm(r, "relevance auc", ".4f"),
+            _pm(r, "pcoc", ".3f"), _pm(r, f"recall@{k}", ".3f"), _pm(r, f"ndcg@{k}", ".3f"),
+            _pm(r, f"revenue_share@{k}", ".4f"), _pm(r, "ranker share", ".4f"), _pm(r, "ms/request", ".2f"),
+        ]) + " |")
+    lines += ["", f"Recall and revenue at every K1 (mean over seeds; revenue as a share of the oracle cascade's):", ""]
+    ks = k1_values(s)
+    lines.append("| row | " + " | ".join(f"recall@{k}" for k in ks) + " | "
+                 + " | ".join(f"revenue@{k}" for k in ks) + " |")
+    lines.append("|" + "---|" * (2 * len(ks) + 1))
+    for label, r in s.iterrows():
+        lines.append(f"| {label} | " + " | ".join(f"{r[f'recall@{k}']:.3f}" for k in ks) + " | "
+                     + " | ".join(f"{r[f'revenue_share@{k}']:.4f}" for k in ks) + " |")
+    return lines
+
+
+def plot(title: str, s: pd.DataFrame, path: Path) -> None:
+    """Recall of the ranker's choices and true revenue (share of the oracle's) against K1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = k1_values(s)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, r in s.iterrows():
+        if r["ranker"] == "self":
+            continue
+        ax1.errorbar(ks, [r[f"recall@{k}"] for k in ks], yerr=[r.get(f"recall@{k} std") or 0 for k in ks],
+                     marker="o", ms=3, capsize=2, lw=1.2, label=label)
+        ax2.errorbar(ks, [r[f"revenue_share@{k}"] for k in ks],
+                     yerr=[r.get(f"revenue_share@{k} std") or 0 for k in ks], marker="o", ms=3, capsize=2, lw=1.2,
+                     label=label)
+    ranker = s["ranker share"].dropna()
+    if len(ranker):
+        ax2.axhline(float(np.mean(ranker)), color="0.3", ls=":", lw=1, label="ranker alone (no cut)")
+    ax1.set(xlabel="K1 (candidates the pre-ranker keeps)", ylabel="recall of the ranker's top slots",
+            title="alignment with the ranker")
+    ax2.set(xlabel="K1", ylabel="true expected revenue / oracle cascade", title="end-to-end true revenue")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    from repro.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
