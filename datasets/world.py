@@ -51,7 +51,11 @@ can be served a default), the click where shown and no label elsewhere; its trut
 ``relevance``) and ``relevance_creative_<k>``, the relevance the request would have had with each
 of the ad's creatives (the creative-selection oracle). Each chunk is simulated once for its shown
 rows and its candidate log, so the log's shown rows are the training rows exactly; the shown rows
-do not depend on ``candidate_share``. ``cold_creatives`` > 0 makes each creative but an ad's first
+do not depend on ``candidate_share``. ``creative_share`` > 0 adds the creative log
+(``creatives_<split>``): for that share of the requests (a stream of its own), every shown ad once
+per creative of the ad alive at the request, with that creative's id and content, the click only on
+the creative shown and, in the truth, the relevance each creative would have had there, ``shown``
+and the creative's birth (``creative_born``). ``cold_creatives`` > 0 makes each creative but an ad's first
 cold with that probability: born at a request drawn uniformly between the valid split's start and
 the end of ``test_random``, shown only from then on (a creative drawn before its birth is replaced
 by one drawn uniformly among the ad's alive creatives, from a stream of its own), so it is first
@@ -113,6 +117,8 @@ SCALES: dict[str, dict[str, int]] = {
 SPLIT_FRACTIONS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
 SPLITS = ("train", "valid", "test", "test_random")
 CANDIDATE_SPLITS = ("candidates_train", "candidates_valid", "candidates_test")
+CREATIVE_SPLITS = ("creatives_train", "creatives_valid", "creatives_test")
+LOG_SPLITS = CANDIDATE_SPLITS + CREATIVE_SPLITS
 
 
 @dataclass
@@ -151,6 +157,9 @@ class WorldConfig:
     # share of requests whose whole candidate list is logged as the `candidates_<split>` splits.
     cold_creatives: float = 0.0
     candidate_share: float = 0.0
+    # `creative_share`: the share of requests whose shown ads are logged once per creative of the
+    # ad alive at the request, as the `creatives_<split>` splits (creative selection).
+    creative_share: float = 0.0
     # Calibration (chosen so exposure CTR is a few percent and the Bayes-optimal AUC ~0.80).
     zipf: float = 1.05
     bias: float = -4.6
@@ -190,7 +199,7 @@ class SimulatedSearchAdsWorld:
             raise ConfigError(f"world: slots ({self.cfg.slots}) must be within 1..candidates ({self.cfg.candidates})")
         if self.cfg.random_requests < 0:
             raise ConfigError(f"world: random_requests ({self.cfg.random_requests}) must be >= 0")
-        for knob in ("cold_creatives", "candidate_share", "random_exposure"):
+        for knob in ("cold_creatives", "candidate_share", "creative_share", "random_exposure"):
             if not 0.0 <= getattr(self.cfg, knob) <= 1.0:
                 raise ConfigError(f"world: {knob} ({getattr(self.cfg, knob)}) must be within [0, 1]")
 
@@ -198,17 +207,20 @@ class SimulatedSearchAdsWorld:
     @property
     def splits(self) -> tuple[str, ...]:
         splits = SPLITS if self.cfg.random_requests else SPLITS[:3]
-        return splits + (CANDIDATE_SPLITS if self.cfg.candidate_share > 0 else ())
+        return splits + self.unlabelled_splits
 
     @property
     def unlabelled_splits(self) -> tuple[str, ...]:
-        """The candidate log: a row has a label only where the candidate was shown."""
-        return CANDIDATE_SPLITS if self.cfg.candidate_share > 0 else ()
+        """The candidate and creative logs: a row has a label only where it was shown."""
+        return ((CANDIDATE_SPLITS if self.cfg.candidate_share > 0 else ())
+                + (CREATIVE_SPLITS if self.cfg.creative_share > 0 else ()))
 
     def split_truth_columns(self, split: str) -> tuple[str, ...]:
         if split in CANDIDATE_SPLITS:
             return self.truth_columns + ("shown", "logging_score", "eta") + tuple(
                 f"relevance_creative_{k}" for k in range(self.cfg.creatives_per_ad))
+        if split in CREATIVE_SPLITS:
+            return self.truth_columns + ("shown", "creative_born")
         return self.truth_columns
 
     def fields(self) -> list[RawField]:
@@ -241,7 +253,7 @@ class SimulatedSearchAdsWorld:
         return asdict(self.cfg)
 
     def expected_rows(self, split: str) -> int | None:
-        if split in CANDIDATE_SPLITS:
+        if split in LOG_SPLITS:
             return None  # the share of requests kept is drawn, and duplicates are dropped
         lo, hi = self._request_range(split)
         return (hi - lo) * self.cfg.slots
@@ -252,24 +264,23 @@ class SimulatedSearchAdsWorld:
 
     def split_chunks(self, splits: tuple[str, ...]) -> Iterator[tuple[str, pa.Table]]:
         """(split, chunk) pairs; a chunk of requests is simulated once for its shown rows and its
-        candidate log."""
+        candidate and creative logs."""
         for split in splits:
             if split not in self.splits:
                 raise KeyError(f"world: unknown split {split!r}; expected one of {self.splits}")
-        for split in (s for s in self.splits if s in splits and s not in CANDIDATE_SPLITS):
-            logged = f"candidates_{split}" in splits
+        logs = {"candidates_": self._candidate_chunk, "creatives_": self._creative_chunk}
+        for split in (s for s in self.splits if s not in LOG_SPLITS):
+            wanted = [p for p in logs if p + split in splits]
+            if split not in splits and not wanted:
+                continue
             lo, hi = self._request_range(split)
             for start in range(lo, hi, self.cfg.chunk_requests):
                 stop = min(start + self.cfg.chunk_requests, hi)
                 sim = self._simulate(start, stop, all_random=split == "test_random")
                 if split in splits:
                     yield split, self._chunk(start, stop, sim=sim)
-                if logged:
-                    yield f"candidates_{split}", self._candidate_chunk(start, stop, sim=sim)
-        for split in (s for s in splits if s in CANDIDATE_SPLITS and s.removeprefix("candidates_") not in splits):
-            lo, hi = self._request_range(split)
-            for start in range(lo, hi, self.cfg.chunk_requests):
-                yield split, self._candidate_chunk(start, min(start + self.cfg.chunk_requests, hi))
+                for prefix in wanted:
+                    yield prefix + split, logs[prefix](start, stop, sim=sim)
 
     # -- random streams -----------------------------------------------------------------------
     def _rng(self, name: str, *key: int) -> np.random.Generator:
@@ -283,7 +294,7 @@ class SimulatedSearchAdsWorld:
         n = self.cfg.requests
         if split == "test_random":
             return n, n + self.cfg.random_requests
-        split = split.removeprefix("candidates_")
+        split = split.removeprefix("candidates_").removeprefix("creatives_")
         if split not in SPLIT_FRACTIONS:
             raise KeyError(f"world: unknown split {split!r}; expected one of {self.splits}")
         a, b = SPLIT_FRACTIONS[split]
@@ -542,6 +553,45 @@ class SimulatedSearchAdsWorld:
             cr = ad * c.creatives_per_ad + k
             rel = 1 / (1 + np.exp(-(z + e["creative_appeal"][cr] + e["creative_b"][cr])))
             cols[f"relevance_creative_{k}"] = np.where(e["creative_birth"][cr] <= sim["start"] + rows, rel, np.nan)
+        return pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in cols.items()})
+
+    def _creative_chunk(self, start: int, stop: int, sim: dict | None = None) -> pa.Table:
+        """The creative log of the requests in start..stop-1 that it keeps (``creative_share`` of
+        them, an own stream): every shown ad once per creative alive at the request (in request,
+        position, creative order), with the shown rows' fields and that creative's id and content;
+        the click only on the creative that was shown (null on the others). Truth: ``relevance`` and
+        ``p_click`` with that creative at the ad's position, ``shown``, ``creative_born`` (the
+        creative's birth request, -1 before the log: a cold creative has one >= the valid start)."""
+        c, e = self.cfg, self._entities
+        sim = sim if sim is not None else self._simulate(start, stop)
+        sim["start"] = start
+        r, k_all = stop - start, c.creatives_per_ad
+        shown_rows = self._chunk(start, stop, sim=sim)
+        kept = self._rng("creative_log", start).random(r) < c.creative_share
+        base = shown_rows.filter(pa.array(kept[shown_rows.column("request_id").to_numpy() - start]))
+        ad = base.column("ad_id").to_numpy()
+        request = base.column("request_id").to_numpy()
+        creative = ad[:, None] * k_all + np.arange(k_all)[None, :]
+        alive = e["creative_birth"][creative] <= request[:, None]
+        row, k = np.nonzero(alive)
+        cr = creative[row, k]
+        cols = {name: base.column(name).to_numpy()[row] for name in base.column_names
+                if name not in ("click", "p_click", "relevance", "examination", "is_random")
+                and not name.startswith("content_")}
+        cols["creative_id"] = cr
+        content = e["content"][cr]
+        for i in range(c.content_dim):
+            cols[f"content_{i}"] = content[:, i]
+        shown = cr == base.column("creative_id").to_numpy()[row]
+        cand = np.argmax(sim["ads"][request[row] - start] == ad[row, None], axis=1)  # the ad's candidate slot
+        z = sim["z_ad"][request[row] - start, cand] + e["creative_appeal"][cr] + e["creative_b"][cr]
+        relevance = 1 / (1 + np.exp(-z))
+        exam = base.column("examination").to_numpy()[row]
+        click = base.column("click").to_numpy()[row]
+        cols["click"] = pa.array(np.where(shown, click, 0).astype(np.int8), mask=~shown)
+        cols.update(p_click=exam * relevance, relevance=relevance, examination=exam,
+                    is_random=base.column("is_random").to_numpy()[row], shown=shown,
+                    creative_born=e["creative_birth"][cr])
         return pa.table({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in cols.items()})
 
     def _retrieval_draws(self, qcat: np.ndarray, rng: np.random.Generator):

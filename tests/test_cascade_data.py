@@ -226,3 +226,31 @@ def test_pauc_weights_each_positions_auc_by_its_impressions():
     position_only = 0.2 / pos
     assert metrics.auc(y, position_only) > 0.6
     assert metrics.by_position(y, position_only, pos)["pauc"] == pytest.approx(0.5)
+
+
+def test_the_creative_log_lists_every_alive_creative_of_each_shown_ad():
+    w = world(creative_share=0.2, cold_creatives=0.5)
+    frames = split_frames(w, ("train", "creatives_train", "test", "creatives_test"))
+    plain = split_frames(world(cold_creatives=0.5), ("train", "test"))
+    for split in ("train", "test"):  # the log leaves the shown rows as they were
+        pd.testing.assert_frame_equal(frames[split], plain[split])
+    log, shown_rows = frames["creatives_test"], frames["test"]
+    birth = w._entities["creative_birth"]
+    assert (birth[log["creative_id"]] <= log["request_id"]).all()  # only creatives alive at the request
+    per_ad = log.groupby(["request_id", "position"])
+    assert (per_ad["ad_id"].nunique() == 1).all() and (per_ad["shown"].sum() == 1).all()
+    k = w.cfg.creatives_per_ad
+    alive = (birth[log["ad_id"].to_numpy()[:, None] * k + np.arange(k)] <= log["request_id"].to_numpy()[:, None]).sum(1)
+    first = per_ad.head(1)  # in (request, position) order, as the groups are
+    np.testing.assert_array_equal(per_ad.size().to_numpy(), alive[first.index])
+    # the shown creative's row is the shown row, click and truth included
+    shown = log[log["shown"]].sort_values(["request_id", "position"]).reset_index(drop=True)
+    rows = shown_rows[shown_rows["request_id"].isin(shown["request_id"])].reset_index(drop=True)
+    for col in rows.columns:
+        np.testing.assert_array_equal(shown[col].to_numpy().astype(rows[col].dtype), rows[col].to_numpy(), err_msg=col)
+    assert log.loc[~log["shown"], "click"].isna().all()
+    # the other creatives differ in content and relevance, not in the request or the ad
+    assert log.groupby(["request_id", "position"])["relevance"].nunique().max() > 1
+    assert (log["creative_born"] >= 0).any()
+    share = log["request_id"].nunique() / shown_rows["request_id"].nunique()
+    assert 0.15 < share < 0.25
