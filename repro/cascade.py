@@ -133,3 +133,71 @@ def evaluate_cascade(request: np.ndarray, bid: np.ndarray, pre: np.ndarray, rank
             reps[f"revenue_share@{k}"] = (np.asarray(reps[f"revenue@{k}"]) / oracle_reps).tolist()
         out["bootstrap"] = {**reps, "n_replicates": n_replicates, "seed": seed, "unit": "request"}
     return out
+
+
+def evaluate_creatives(group: np.ndarray, p: np.ndarray, relevance: np.ndarray, label: np.ndarray, cold: np.ndarray,
+                       n_replicates: int = 0, seed: int = 0, request: np.ndarray | None = None) -> dict:
+    """Creative selection on a creative log: per group (one shown ad in one request: every creative
+    of the ad alive then), the creative with the highest score ``p`` is chosen (the first on a
+    tie). Figures, means over groups: the true relevance of the chosen creative (``ctr_chosen``),
+    of the ad's best (``ctr_best``) and of a uniform choice (``ctr_random``), the share of the
+    best-over-random gap the choice closes (``gap_closed``), how often it picks the best
+    (``top1``); the same over the groups holding a ``cold`` creative (``*_cold``); and the AUC of
+    ``p`` on the labelled rows (the creatives shown), overall and on the cold creatives. With
+    ``n_replicates``, paired bootstrap replicates resampling ``request`` (else groups)."""
+    from repro.metrics import auc
+
+    for name, a in (("p", p), ("relevance", relevance), ("cold", cold), ("label", label)):
+        if len(a) != len(group):
+            raise ValueError(f"creatives: {name} must have one value per row ({len(a)} vs {len(group)})")
+    mask, (score, rel, is_cold) = padded(np.asarray(group), p, relevance, cold.astype(np.float64))
+    chosen = np.argmax(np.where(mask, score, -np.inf), axis=1)
+    rel0 = np.where(mask, rel, np.nan)
+    per_group = {
+        "ctr_chosen": np.take_along_axis(rel0, chosen[:, None], 1)[:, 0],
+        "ctr_best": np.nanmax(rel0, axis=1),
+        "ctr_random": np.nanmean(rel0, axis=1),
+    }
+    per_group["top1"] = (per_group["ctr_chosen"] == per_group["ctr_best"]).astype(np.float64)
+    has_cold = np.nanmax(np.where(mask, is_cold, 0.0), axis=1) > 0
+    out: dict = {"groups": int(mask.shape[0]), "n": float(mask.shape[0]), "cold_groups": int(has_cold.sum()),
+                 "creatives_per_group": float(mask.sum(1).mean())}
+    for k, v in per_group.items():
+        out[k] = float(v.mean())
+        out[f"{k}_cold"] = float(v[has_cold].mean()) if has_cold.any() else float("nan")
+
+    def closed(chosen_, best, random_):
+        gap = best - random_
+        return (chosen_ - random_) / gap if gap > 0 else float("nan")
+
+    out["gap_closed"] = closed(out["ctr_chosen"], out["ctr_best"], out["ctr_random"])
+    out["gap_closed_cold"] = closed(out["ctr_chosen_cold"], out["ctr_best_cold"], out["ctr_random_cold"])
+    shown = ~np.isnan(label)
+    out["auc"] = auc(label[shown], p[shown]) if shown.any() else float("nan")
+    cold_shown = shown & cold.astype(bool)
+    out["auc_cold"] = auc(label[cold_shown], p[cold_shown]) if cold_shown.any() else float("nan")
+    out["n_cold_shown"] = int(cold_shown.sum())
+    if n_replicates:
+        # resample whole requests (a request's groups together), as every other replicate does
+        if request is None:
+            unit = np.arange(mask.shape[0])
+        else:
+            starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+            unit = _first_appearance_codes(np.asarray(request)[starts])
+        n_units = int(unit.max()) + 1 if len(unit) else 0
+        reps: dict[str, list[float]] = {k: [] for k in ("ctr_chosen", "top1")}
+        for b in range(n_replicates):
+            weight = np.bincount(bootstrap_group_draws(n_units, seed, b), minlength=n_units)[unit]
+            for k in reps:  # the mean over the resampled requests' groups
+                reps[k].append(float((per_group[k] * weight).sum() / max(weight.sum(), 1)))
+        out["bootstrap"] = {**reps, "n_replicates": n_replicates, "seed": seed,
+                            "unit": "request" if request is not None else "group"}
+    return out
+
+
+def _first_appearance_codes(values: np.ndarray) -> np.ndarray:
+    """Codes 0..k-1 of ``values`` in order of first appearance."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse]

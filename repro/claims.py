@@ -65,6 +65,9 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
     "random AUC": (("test_random", "auc"), "test_random", "auc"),
     "random logloss": (("test_random", "logloss"), "test_random", "logloss"),
     "test PCOC": (("test", "pcoc"), None, None),  # predicted / observed clicks on the test split
+    "relevance AUC": (("test", "auc_relevance"), None, None),  # against the world's position-free relevance
+    "random relevance AUC": (("test_random", "auc_relevance"), None, None),
+    "PAUC": (("test", "pauc"), None, None),  # impression-weighted per-position AUC (DPIN)
     "GAUC user": (("test", "gauc_user"), None, None),
     "GAUC request": (("test", "gauc_request"), None, None),
     "params": (("profile", "parameters"), None, None),
@@ -74,6 +77,7 @@ METRICS: dict[str, tuple[tuple[str, ...], str | None, str | None]] = {
     "train samples/s": (("profile", "train_samples_per_s"), None, None),
 }
 CASCADE_PREFIX = "cascade "  # "cascade <figure>": a figure of the run's cascade evaluation (repro.cascade)
+CREATIVES_PREFIX = "creatives "  # "creatives <figure>": of its creative-selection evaluation
 SPLIT_AUC_PREFIX = "AUC "  # "AUC <split>": the AUC of any test split a data set adds (AUC test_unseen_pairs)
 
 
@@ -81,9 +85,10 @@ def metric_spec(metric: str) -> tuple[tuple[str, ...], str | None, str | None] |
     """Where ``metric`` lives in metrics.json (see ``METRICS``); None for an unknown name."""
     if metric in METRICS:
         return METRICS[metric]
-    if metric.startswith(CASCADE_PREFIX):  # "cascade recall@10": a figure of repro.cascade, request-paired
-        figure = metric[len(CASCADE_PREFIX):]
-        return ("cascade", figure), "cascade", figure
+    for prefix, block in ((CASCADE_PREFIX, "cascade"), (CREATIVES_PREFIX, "creatives")):
+        if metric.startswith(prefix):  # "cascade recall@10", "creatives ctr_chosen": repro.cascade's figures
+            figure = metric[len(prefix):]
+            return (block, figure), block, figure
     split = metric[len(SPLIT_AUC_PREFIX):] if metric.startswith(SPLIT_AUC_PREFIX) else ""
     if split.startswith("test") and split.replace("_", "").isalnum():
         return (split, "auc"), split, "auc"

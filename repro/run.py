@@ -45,7 +45,7 @@ import pyarrow as pa
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from repro.cascade import evaluate_cascade
+from repro.cascade import evaluate_cascade, evaluate_creatives
 from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, cache_key, prepare, raw_column, raw_hash
 from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, gpu_memory, machine, package_versions
@@ -102,6 +102,7 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     config["train"]["device"] = _resolved_device(config["train"]["device"])
     hashed = json.loads(json.dumps(config))
     hashed["train"].pop("progress")  # cosmetic: does not change a number
+    hashed["train"].pop("keep_predictions")  # which outputs are kept, not what they are (`staleness` checks them)
     config_hash = stable_hash(hashed, 16)
     variant = stable_hash({k: v for k, v in hashed.items() if k != "seed"}, 8)
     experiment = str(plain.get("experiment_name", "adhoc"))
@@ -219,6 +220,10 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
     then = manifest.get("inputs")
     if not then:
         return ["its manifest predates input tracking"]
+    missing = [s for s in run.config["train"].get("keep_predictions", ())
+               if not (run.run_dir / PREDICTIONS / f"{s}.npy").exists()]
+    if missing:
+        return [f"its predictions on {', '.join(missing)} were not kept"]
     now = now or inputs(run)
     reasons = []
     if then.get("config_hash") != now["config_hash"]:
@@ -397,6 +402,11 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
             predictions[split] = predict(model, data, split, train_cfg.eval_batch_size)
             predict_s = time.perf_counter() - t
             metrics[split] = {"predict_rows_per_s": len(predictions[split]) / predict_s}
+        for split in train_cfg.keep_predictions:
+            if split not in data.splits:
+                raise DataError(f"train.keep_predictions: the data has no split {split!r} ({list(data.splits)})")
+            kept = predictions[split] if split in predictions else predict(model, data, split, train_cfg.eval_batch_size)
+            save_predictions(work, split, kept)
         unscored = {}
         for split in unlabelled:
             t = time.perf_counter()
@@ -412,6 +422,8 @@ def _run(run: ResolvedRun, manifest: dict, work: Path) -> dict:
                             for s in splits}
     if CASCADE_SPLIT in unscored:
         metrics["cascade"] = _cascade_metrics(data, unscored[CASCADE_SPLIT], teacher)
+    if CREATIVE_SPLIT in unscored:
+        metrics["creatives"] = _creative_metrics(data, unscored[CREATIVE_SPLIT])
     metrics["train"] = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     metrics["history"] = result.history
     peak = matmul_peak_flops(train_cfg.threads) if next(model.parameters()).device.type == "cpu" else None
@@ -470,9 +482,30 @@ def _cascade_metrics(data: PreparedDataset, p: np.ndarray, teacher: Path | None)
     return out
 
 
+CREATIVE_SPLIT = "creatives_test"  # the creative log creative selection is scored on
+
+
+def _creative_metrics(data: PreparedDataset, p: np.ndarray) -> dict | None:
+    """The run as a creative selector on the test creative log (``repro.cascade.evaluate_creatives``):
+    per shown ad of a request, its highest-scored alive creative against the ad's best and a
+    uniform choice, by the world's truth; cold creatives are those born during the log."""
+    truth = data.truth(CREATIVE_SPLIT)
+    fm = data.feature_map
+    request_field, position_field = fm.group_key("request"), fm.by_role("position")
+    if truth is None or request_field is None or position_field is None or \
+            not {"relevance", "creative_born"} <= set(truth):
+        return None
+    request = data.column(CREATIVE_SPLIT, request_field.name).astype(np.int64)
+    group = request * (position_field.vocab_size + 1) + data.column(CREATIVE_SPLIT, position_field.name)
+    return evaluate_creatives(group, p, truth["relevance"].to_numpy(), data.column(CREATIVE_SPLIT, "label"),
+                              truth["creative_born"].to_numpy() >= 0, n_replicates=BOOTSTRAP_REPLICATES,
+                              request=request)
+
+
 def _attach_teacher(run: ResolvedRun, data: PreparedDataset) -> Path | None:
-    """Give every batch of the data's unlabelled splits the teacher run's frozen predictions as
-    ``batch['teacher']``; the teacher must have predicted exactly these prepared rows."""
+    """Give every batch of each split the teacher run kept predictions on (its unlabelled splits,
+    and those of its ``train.keep_predictions``) those frozen predictions as ``batch['teacher']``;
+    the teacher must have predicted exactly these prepared rows."""
     label = run.config["data"].get("teacher")
     if not label:
         return None
@@ -484,9 +517,11 @@ def _attach_teacher(run: ResolvedRun, data: PreparedDataset) -> Path | None:
     if manifest.get("data", {}).get("fingerprint") != data.fingerprint:
         raise DataError(f"data.teacher={label!r}: {where} was trained on other prepared data "
                         f"({manifest.get('data', {}).get('fingerprint')} vs {data.fingerprint})")
-    if not data.unlabelled_splits:
-        raise DataError(f"data.teacher={label!r}: the data has no unlabelled split for the teacher to have scored")
-    for split in data.unlabelled_splits:
+    scored = [s for s in data.splits if (where / PREDICTIONS / f"{s}.npy").exists()]
+    if not scored:
+        raise DataError(f"data.teacher={label!r}: {where} kept no predictions (it keeps them on unlabelled splits "
+                        "and on the splits of its train.keep_predictions)")
+    for split in scored:
         data.attach(split, "teacher", load_predictions(where, split))
     return where
 

@@ -99,6 +99,10 @@ class TrainConfig:
     # a batch keeps every row of a request together (listwise and pairwise losses).
     train_split: str = "train"
     group_by_request: bool = False
+    # Labelled splits whose predictions the run keeps beside its metrics (predictions/<split>.npy),
+    # for a student that reads this run as its teacher (PFD distils on the training split); the
+    # predictions on unlabelled splits are always kept.
+    keep_predictions: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -348,8 +352,6 @@ def _data_parallel(model: torch.nn.Module, device: torch.device, parallel: DataP
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
     from torch.nn.parallel import DistributedDataParallel
 
-    if parallel.comm_hook not in COMM_HOOKS:
-        raise ConfigError(f"train.comm_hook={parallel.comm_hook!r}: expected one of {COMM_HOOKS}")
     sparse_ids = {id(p) for p in sparse_params}
     ignored = [name for name, p in model.named_parameters() if id(p) in sparse_ids]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)

@@ -71,7 +71,6 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
@@ -80,7 +79,7 @@ from repro.errors import ConfigError, TrainingError
 from repro.measurements import register_measurement
 from repro.metrics import auc
 from repro.model import CTRModel, logit_of
-from repro.profiling import PeakMemory, matmul_peak_flops
+from repro.profiling import PeakMemory, count_flops, matmul_peak_flops
 from repro.progress import progress
 from repro.registry import MODELS, ROOT, SOURCES
 
@@ -376,13 +375,13 @@ def run_rung(data: PreparedDataset, rows: RowDataset, cfg: LadderConfig, name: s
                     result.optimizer_s += t4 - t3
                     result.samples += rung.batch_size
                 if step == 3:  # count one step's FLOPs (untimed; the uncompiled model does the same products)
-                    with FlopCounterMode(display=False) as flops:
+                    with count_flops() as flops:
                         model.loss(batch, model(batch)).backward()
                     for opt in opts:
                         opt.zero_grad(set_to_none=True)
                     for layer in layers:
                         layer.forget()
-                    result.flops_per_step = flops.get_total_flops()
+                    result.flops_per_step = flops["flops"]
                 bar.update(1)
                 if step % check_every == 0 or step == total_steps:
                     value = loss.item()

@@ -355,7 +355,7 @@ class _SplitWriter:
     def __init__(self, out: Path, split: str) -> None:
         self.out, self.split = out, split
         self.data = self.truth = None
-        self.rows = self.dropped = 0
+        self.rows = 0
 
     def write(self, table: pa.Table, truth: pa.Table | None) -> None:
         self.data = self.data or pq.ParquetWriter(self.out / f"{self.split}.parquet", table.schema)
@@ -401,18 +401,16 @@ def _encode_splits(source, splits, fields, lookups, spooled: list[tuple[str, Pat
             wait(pending)
             for writer in writers.values():
                 writer.close()
-    for split, writer in writers.items():
-        writer.dropped = dropped[split]
     rows, rejected, ledger = {}, {}, {}
     for split, writer in writers.items():
         if writer.data is None:
             raise DataError(f"{source.name}: split {split!r} yielded no chunks")
         # Rows the source itself could not parse (a CSV line with the wrong column count...).
         lines = getattr(source, "rejected", {}).get(split, ())
-        rejected[split] = writer.dropped + len(lines)
+        rejected[split] = dropped[split] + len(lines)
         rows[split] = writer.rows
         if rejected[split]:
-            ledger[split] = {"rejected": rejected[split], "missing_or_invalid_label": writer.dropped,
+            ledger[split] = {"rejected": rejected[split], "missing_or_invalid_label": dropped[split],
                              "malformed_lines": len(lines), "first_malformed_line_numbers": list(lines)[:REJECTS_KEPT]}
             if verbose:
                 print(f"{source.name}: {split}: rejected {rejected[split]} rows (malformed, or a missing or invalid "
