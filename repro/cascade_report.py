@@ -1,4 +1,5 @@
-"""The cascade table and its plot (``report: {kind: cascade}``).
+"""The cascade table and its plot (``report: {kind: cascade}``), and the creative-selection table
+(``report: {kind: creative}``, below).
 
 Each row is a run scored as the pre-ranker of a cascade whose ranker is its teacher (the row that
 is its own ranker is scored as the only stage), on the test split's candidate log
@@ -20,7 +21,9 @@ is its own ranker is scored as the only stage), on the test split's candidate lo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -51,13 +54,15 @@ def frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Per row label, in the experiment's order: the mean and std over seeds of every figure."""
     g = df.groupby("label", sort=False)
     numeric = [col for col in df.columns if col not in ("label", "ranker", "seed")]
     out = g[numeric].mean()
     for col in numeric:
         out[f"{col} std"] = g[col].std(ddof=1)
     out["seeds"] = g.size()
-    out["ranker"] = g["ranker"].first()
+    if "ranker" in df:
+        out["ranker"] = g["ranker"].first()
     return out.reindex([o for o in order if o in out.index])
 
 
@@ -127,3 +132,80 @@ def plot(title: str, s: pd.DataFrame, path: Path) -> None:
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
+
+
+# -- creative selection (``report: {kind: creative}``) --------------------------------------------
+CREATIVE_FIGURES = ("ctr_chosen", "ctr_best", "ctr_random", "gap_closed", "top1", "auc")
+
+
+def creative_frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:
+    """One row per run: its creative-selection figures on the test creative log
+    (``metrics.json["creatives"]``, ``repro.cascade.evaluate_creatives``), overall and cold."""
+    rows = []
+    for _, manifest, metrics in loaded:
+        c = metrics.get("creatives") or {}
+        row = {"label": manifest["label"], "seed": manifest["seed"], "test auc": metrics.get("test", {}).get("auc"),
+               "groups": c.get("groups"), "cold groups": c.get("cold_groups")}
+        for fig in CREATIVE_FIGURES:
+            row[fig] = c.get(fig)
+            row[f"{fig} cold"] = c.get(f"{fig}_cold")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    numeric = [col for col in df.columns if col != "label"]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def creative_table_lines(s: pd.DataFrame) -> list[str]:
+    """True CTR of the chosen creative (the world's relevance) against each ad's best and a uniform
+    choice; `gap closed` = (chosen - uniform) / (best - uniform)."""
+    header = ["row", "seeds", "chosen CTR", "best CTR", "uniform CTR", "gap closed", "picks the best",
+              "creative AUC", "cold: chosen CTR", "cold: gap closed", "cold: creative AUC"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, r in s.iterrows():
+        lines.append("| " + " | ".join([
+            str(label), str(int(r["seeds"])), _pm(r, "ctr_chosen", ".5f"), _pm(r, "ctr_best", ".5f"),
+            _pm(r, "ctr_random", ".5f"), _pm(r, "gap_closed", ".3f"), _pm(r, "top1", ".3f"), _pm(r, "auc", ".4f"),
+            _pm(r, "ctr_chosen cold", ".5f"), _pm(r, "gap_closed cold", ".3f"), _pm(r, "auc cold", ".4f"),
+        ]) + " |")
+    groups = s["groups"].dropna()
+    if len(groups):
+        lines += ["", f"Scored on {groups.iloc[0]:,.0f} shown ads of the test creative log, "
+                      f"{s['cold groups'].dropna().iloc[0]:,.0f} of them with a cold creative (born during the log)."]
+    return lines
+
+
+def creative_plot(title: str, s: pd.DataFrame, path: Path) -> None:
+    """Share of the best-over-uniform gap each row closes, overall and over the ads with a cold creative."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    x = np.arange(len(s))
+    for offset, col, name in ((-0.2, "gap_closed", "all ads"), (0.2, "gap_closed cold", "ads with a cold creative")):
+        ax.bar(x + offset, s[col], width=0.4, yerr=s.get(f"{col} std"), capsize=2, label=name)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(x, s.index, rotation=25, ha="right", fontsize=7)
+    ax.set_ylabel("gap closed: (chosen - uniform) / (best - uniform)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    from repro.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class ReportKind:
+    frame: Callable[[list], pd.DataFrame]
+    summary: Callable[[pd.DataFrame, list[str]], pd.DataFrame]
+    table_lines: Callable[[pd.DataFrame], list[str]]
+    plot: Callable[[str, pd.DataFrame, Path], None]
+
+
+KINDS = {"cascade": ReportKind(frame, summary, table_lines, plot),
+         "creative": ReportKind(creative_frame, summary, creative_table_lines, creative_plot)}

@@ -407,15 +407,15 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
                                        table=cr.table_lines(csummary, reference), sections=sections))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
         cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
-    elif report.get("kind") == "cascade":
+    elif report.get("kind") in ("cascade", "creative"):
         from repro import cascade_report as kr
 
-        kdf = kr.frame(loaded)
-        ksummary = kr.summary(kdf, order)
+        build = kr.KINDS[report["kind"]]
+        ksummary = build.summary(build.frame(loaded), order)
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results,
-                                       table=kr.table_lines(ksummary), sections=sections))
+                                       table=build.table_lines(ksummary), sections=sections))
         atomic_write_text(csv, ksummary.rename_axis("row").to_csv())
-        kr.plot(spec.get("title", spec["name"]), ksummary, png)
+        build.plot(spec.get("title", spec["name"]), ksummary, png)
     else:
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results, sections=sections))
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
