@@ -407,7 +407,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
                                        table=cr.table_lines(csummary, reference), sections=sections))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
         cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
-    elif report.get("kind") in ("cascade", "creative"):
+    elif report.get("kind") in ("cascade", "creative", "position"):
         from repro import cascade_report as kr
 
         build = kr.KINDS[report["kind"]]
