@@ -121,8 +121,9 @@ def plan(names: list[str], force: bool = False, extra: list[str] = (), results_d
     return jobs
 
 
-def execute_plan(jobs: list[Job]) -> None:
-    """Run the stale jobs in order, printing progress and the whole job's ETA.
+def execute_plan(jobs: list[Job]) -> dict[str, float]:
+    """Run the stale jobs in order, printing progress and the whole job's ETA; returns the seconds
+    spent per experiment.
 
     The ETA scales the reference runs' times by how fast this machine has been so far."""
     from repro.run import execute
@@ -135,14 +136,18 @@ def execute_plan(jobs: list[Job]) -> None:
           f"(about {total_est / 60:.0f} min at the reference machine's speed)", flush=True)
     started = time.time()
     done_est = 0.0
+    spent: dict[str, float] = {}
     for i, job in enumerate(todo, 1):
         elapsed = time.time() - started
         speed = elapsed / done_est if done_est > 0 else 1.0
         eta = (total_est - done_est) * speed
         print(f"[{i}/{len(todo)}] {job.experiment}: {job.label} seed={job.seed}  "
               f"(elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min)", flush=True)
+        t = time.time()
         execute(job.cfg, force=job.reasons == ["forced"])
+        spent[job.experiment] = spent.get(job.experiment, 0.0) + time.time() - t
         done_est += job.estimate_s
+    return spent
 
 
 def _has_teacher(cfg) -> bool:
@@ -208,14 +213,15 @@ def main(argv: list[str] | None = None) -> int:
 
     force = args.force not in ("0", "", "false")
     try:
-        started = time.time()
         jobs = plan(args.experiments, force, args.override, args.results_dir)
-        execute_plan(jobs)
+        spent = execute_plan(jobs)
         for name in args.experiments:
             mine = [j for j in jobs if j.experiment == name]
             spec = load_experiment(name)
+            started = time.time()
             run_measurements(spec, mine, force)
-            finish_experiment(spec, mine, args.override, time.time() - started)
+            # this experiment's own runs and measurements, not the whole command's time
+            finish_experiment(spec, mine, args.override, spent.get(name, 0.0) + time.time() - started)
             results_dir, tag = mine[0].run_dir.parents[3], mine[0].run_dir.parents[1].name
             write_and_announce(name, results_dir=results_dir, tag=tag)
     except ReproError as e:
