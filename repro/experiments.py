@@ -32,7 +32,7 @@ from repro.registry import ROOT
 
 EXPERIMENT_KEYS = {"name", "title", "budget_minutes", "seeds", "overrides", "runs", "report", "claims", "measurements"}
 RUN_ENTRY_KEYS = {"label", "overrides", "seeds"}  # a run's own `seeds` replace the experiment's
-REPORT_KEYS = {"baseline", "paper", "kind", "reference"}  # kind: table | compression (repro/compression_report.py) | cascade | creative | position (repro/cascade_report.py)
+REPORT_KEYS = {"baseline", "paper", "kind", "reference", "group", "group_order"}  # kind: table | compression (repro/compression_report.py) | cascade | creative | position (repro/cascade_report.py); group: a page of several tables (report.write_group_page)
 
 
 def load_experiment(name: str) -> dict:

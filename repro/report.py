@@ -421,6 +421,8 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
         plot(spec, summary, df, png)
     write_claims_index(results_dir)
+    if report.get("group") and tag in (None, spec.get("source_name")):
+        write_group_page(report["group"], results_dir)
     return [md, csv, png]
 
 
@@ -473,6 +475,44 @@ def write_claims_index(results_dir: Path | None = None) -> Path:
 
 def _counts(counts: dict[str, int]) -> str:
     return " · ".join(f"{v}: {c}" for v, c in counts.items())
+
+
+def write_group_page(group: str, results_dir: Path | None = None) -> Path:
+    """``<results_dir>/<group>.md``: the tables, plots and claims of every experiment whose report
+    names this ``group`` (``report: {group: cascade, group_order: 1}``), in ``group_order``, each
+    copied from its own built table (an experiment without one yet is listed as not run)."""
+    from repro.experiments import load_experiment
+
+    results_dir = Path(results_dir or ROOT / "results")
+    members = []
+    for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        spec = load_experiment(path.stem)
+        report = spec.get("report") or {}
+        if report.get("group") == group:
+            members.append((report.get("group_order", 0), path.stem, spec))
+    lines = [f"# {group}: every table of the group", "",
+             f"Built {datetime.now(timezone.utc).strftime('%Y-%m-%d')} from each experiment's own table in this folder "
+             "(its header gives the data, seeds, machine and code); the checks are in each table's own file.", ""]
+    for _, name, spec in sorted(members):
+        lines += [f"## {spec.get('title', name)}", ""]
+        md = results_dir / f"{name}.md"
+        if not md.exists():
+            lines += [f"Not run yet: `python -m repro.experiments {name}`.", ""]
+            continue
+        text = md.read_text().splitlines()
+        table_start = next((i for i, line in enumerate(text) if line.startswith("| row")), None)
+        checks = next((i for i, line in enumerate(text) if line == "## Checks"), len(text))
+        claims = next((i for i, line in enumerate(text) if line == "## Claims"), None)
+        lines += [f"Full table, checks and provenance: [`{name}.md`]({name}.md).", ""]
+        if table_start is not None:
+            lines += text[table_start:checks]
+        lines += ["", f"![{name}]({name}.png)", ""]
+        if claims is not None:
+            lines += ["### Claims", ""] + [line for line in text[claims + 1:] if not line.startswith("Plot:")]
+        lines.append("")
+    path = results_dir / f"{group}.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
 
 
 def write_and_announce(experiment: str, results_dir: Path | None = None, tag: str | None = None) -> None:

@@ -229,3 +229,15 @@ def test_a_run_on_a_world_with_a_creative_log_reports_creative_selection(run_con
     scored = json.loads((resolve(cfg).run_dir / "metrics.json").read_text())["creatives"]
     assert scored["ctr_random"] <= scored["ctr_best"] and scored["ctr_chosen"] <= scored["ctr_best"]
     assert scored["cold_groups"] > 0 and scored["n_cold_shown"] > 0 and 0 < scored["auc"] < 1
+
+
+def test_the_group_page_gathers_each_members_table_and_claims_in_order(tmp_path):
+    from repro.report import write_group_page
+
+    for name in ("cascade_oracle", "cascade_rdpr"):  # cascade_creative not built yet
+        (tmp_path / f"{name}.md").write_text(f"# {name}\n\n| row | x |\n|---|---|\n| A{name} | 1 |\n\n## Checks\n\n- c\n\n"
+                                              f"## Claims\n\n- `claim-{name}`: **holds**\n\nPlot: `{name}.png`.\n")
+    text = write_group_page("cascade", tmp_path).read_text()
+    assert text.index("Acascade_rdpr") < text.index("Acascade_oracle")  # group_order: pre-ranking first
+    assert "`claim-cascade_rdpr`" in text and "- c" not in text and "Plot:" not in text
+    assert "Not run yet: `python -m repro.experiments cascade_creative`" in text
