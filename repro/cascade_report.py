@@ -31,6 +31,33 @@ import pandas as pd
 TABLE_K1 = 10  # the K1 of the table's columns (every K1 is in the plot and the csv)
 
 
+def _frame(rows: list[dict], text: tuple[str, ...] = ("label",)) -> pd.DataFrame:
+    """The runs' rows as a frame, every column but ``text`` numeric (a missing figure is NaN)."""
+    df = pd.DataFrame(rows)
+    numeric = [col for col in df.columns if col not in text]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, title: str, path: Path) -> None:
+    """Title, lay out and write ``fig`` as a PNG atomically, then free it."""
+    from repro.io import atomic_write
+
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    _pyplot().close(fig)
+
+
 def frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:
     """One row per run: the cascade figures of every K1 and the run's headline figures."""
     rows = []
@@ -47,10 +74,7 @@ def frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:
             for fig in ("recall", "ndcg", "revenue_share", "clicks"):
                 row[f"{fig}@{k}"] = c.get(f"{fig}@{k}")
         rows.append(row)
-    df = pd.DataFrame(rows)
-    numeric = [col for col in df.columns if col not in ("label", "ranker")]
-    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
-    return df
+    return _frame(rows, text=("label", "ranker"))
 
 
 def summary(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -102,11 +126,7 @@ def table_lines(s: pd.DataFrame) -> list[str]:
 
 def plot(title: str, s: pd.DataFrame, path: Path) -> None:
     """Recall of the ranker's choices and true revenue (share of the oracle's) against K1."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     ks = k1_values(s)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     for label, r in s.iterrows():
@@ -126,12 +146,7 @@ def plot(title: str, s: pd.DataFrame, path: Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     ax2.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    from repro.io import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    _save(fig, title, path)
 
 
 # -- creative selection (``report: {kind: creative}``) --------------------------------------------
@@ -150,10 +165,7 @@ def creative_frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:
             row[fig] = c.get(fig)
             row[f"{fig} cold"] = c.get(f"{fig}_cold")
         rows.append(row)
-    df = pd.DataFrame(rows)
-    numeric = [col for col in df.columns if col != "label"]
-    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
-    return df
+    return _frame(rows)
 
 
 def creative_table_lines(s: pd.DataFrame) -> list[str]:
@@ -177,11 +189,7 @@ def creative_table_lines(s: pd.DataFrame) -> list[str]:
 
 def creative_plot(title: str, s: pd.DataFrame, path: Path) -> None:
     """Share of the best-over-uniform gap each row closes, overall and over the ads with a cold creative."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.5))
     x = np.arange(len(s))
     for offset, col, name in ((-0.2, "gap_closed", "all ads"), (0.2, "gap_closed cold", "ads with a cold creative")):
@@ -191,12 +199,7 @@ def creative_plot(title: str, s: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("gap closed: (chosen - uniform) / (best - uniform)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    from repro.io import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    _save(fig, title, path)
 
 
 # -- position bias (``report: {kind: position}``) -------------------------------------------------
@@ -213,10 +216,7 @@ def position_frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:
         for k, v in (rnd.get("by_position") or {}).items():
             row[f"random pcoc @{k}"] = v.get("pcoc")
         rows.append(row)
-    df = pd.DataFrame(rows)
-    numeric = [col for col in df.columns if col != "label"]
-    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
-    return df
+    return _frame(rows)
 
 
 def position_table_lines(s: pd.DataFrame) -> list[str]:
@@ -243,11 +243,7 @@ def position_table_lines(s: pd.DataFrame) -> list[str]:
 
 def position_plot(title: str, s: pd.DataFrame, path: Path) -> None:
     """AUC on the randomised split against relevance AUC there, one point per row with its spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, r in s.iterrows():
         ax.errorbar(r["random relevance auc"], r["random auc"], xerr=r.get("random relevance auc std") or 0,
@@ -255,12 +251,7 @@ def position_plot(title: str, s: pd.DataFrame, path: Path) -> None:
     ax.set(xlabel="AUC against the true relevance (test_random)", ylabel="AUC on clicks (test_random)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    from repro.io import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
+    _save(fig, title, path)
 
 
 @dataclass(frozen=True)

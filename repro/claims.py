@@ -336,7 +336,7 @@ def compare(a: RowSamples, b: RowSamples | None = None, stat: str = "difference"
             return Interval(estimate, estimate, estimate, seeds, 0, "exact")
         missing = [r for r in rows if r.replicates is None]
         if missing and expect_replicates:
-            note = "no stored test-set replicates (older runs): test-set noise not covered"
+            note = "no stored test-set replicates (a figure stored without them, or older runs): test-set noise not covered"
         elif not missing:
             note = "rows' replicates are not the same resamples: test-set noise not covered"
         n_rep = 0
