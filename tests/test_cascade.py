@@ -14,7 +14,8 @@ import torch
 from methods.model_interaction.prerank import listwise_loss, pairwise_loss, segments
 from repro.cascade import _page, _top, evaluate_cascade, padded
 from repro.errors import ConfigError, DataError
-from repro.run import PREDICTIONS, execute, load_predictions, resolve, staleness
+from repro.registry import MODELS
+from repro.run import PREDICTIONS, execute, load_predictions, open_data, resolve, staleness
 
 SLOTS = 2
 
@@ -241,3 +242,35 @@ def test_the_group_page_gathers_each_members_table_and_claims_in_order(tmp_path)
     assert text.index("Acascade_rdpr") < text.index("Acascade_oracle")  # group_order: pre-ranking first
     assert "`claim-cascade_rdpr`" in text and "- c" not in text and "Plot:" not in text
     assert "Not run yet: `python -m repro.experiments cascade_creative`" in text
+
+
+def test_cascade_latency_times_each_stage_one_request_at_a_time(cache_root):
+    from methods.model_interaction.latency import CascadeLatencyConfig, _scorer, cascade_latency
+
+    common = ["data=world", "data.scale=smoke", f"data.cache_root={cache_root}", "++data.candidate_share=1.0",
+              "++data.candidates=30", "++data.requests=6000", "++data.random_requests=1000",
+              "++data.drop_roles=[position,bid]", "embedding.dim=8"]
+    stages = [{"label": "two-tower", "overrides": ["model=two_tower"]},
+              {"label": "two-tower cached", "overrides": ["model=two_tower"], "served": "cached_ads"},
+              {"label": "ranker top 10", "overrides": ["model=deepfm", "model.hidden_units=[16]"], "keep": 10}]
+    out = cascade_latency(CascadeLatencyConfig(overrides=common, stages=stages, requests=30, warmup=2,
+                                               reference="ranker top 10"))
+    rows = {r[0]: r for r in out["rows"]}
+    assert list(rows) == ["two-tower", "two-tower cached", "ranker top 10"]
+    assert float(rows["ranker top 10"][1]) <= 10 < float(rows["two-tower"][1])  # keep: the survivors only
+    assert rows["ranker top 10"][4] == "1.00"
+    assert all(float(r[2]) > 0 and float(r[3]) >= float(r[2]) for r in out["rows"])
+    with pytest.raises(ConfigError, match="unknown keys"):
+        cascade_latency(CascadeLatencyConfig(overrides=common, stages=[{"label": "x", "kep": 10}]))
+    with pytest.raises(ConfigError, match="reference"):
+        cascade_latency(CascadeLatencyConfig(overrides=common, stages=stages[:1], reference="nope"))
+
+    # the served two-tower (ad vectors cached, one user-tower call) scores as the whole forward does
+    from methods.model_interaction.latency import _compose, _requests
+
+    cfg = resolve(_compose(common + ["model=two_tower"])).config
+    data = open_data(cfg, verbose=False)
+    model = MODELS.build("two_tower", cfg["model"], data.feature_map, embedding=cfg["embedding"]).eval()
+    batch = _requests(data, "candidates_test", 1)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(_scorer(model, "cached_ads", batch)(), model(batch))
