@@ -11,7 +11,7 @@ from repro.registry import EMBEDDINGS, MODELS
 
 # What a model needs beyond a plain batch: fields left out of its inputs (PAL models the position
 # apart), or a teacher's predictions (PFD distils them).
-NEEDS_DROPPED = {"pal": ("position",)}
+NEEDS_DROPPED = {"pal": ("position",), "oracle": ("position",)}
 NEEDS_TEACHER = {"pfd"}
 
 
