@@ -52,11 +52,16 @@ clean-cache:
 # under .peers/ (git-ignored), one run after the other; writes results/peers.md. A second call
 # reinstalls and reruns nothing; FORCE=1 reruns the runs (not the installs). PEERS_SCALE=smoke
 # PEERS_REPORT=.peers/peers-smoke.md is a quick check; PEERS_ROWS=N caps the training rows.
+# PEERS_CRITEO=N trains on a generated Criteo-format file of N lines instead of the world
+# (reczoo's Criteo_x4 layout, each library's own Criteo preprocessing) -> results/peers_criteo.md.
 PEERS        := .peers
 PEERS_SCALE  ?= default
 PEERS_ROWS   ?= 0
-PEERS_REPORT ?= results/peers.md
-PEERS_NAME   := world-$(PEERS_SCALE)$(if $(filter-out 0,$(PEERS_ROWS)),-rows$(PEERS_ROWS))
+PEERS_CRITEO ?= 0
+PEERS_IS_CRITEO := $(filter-out 0,$(PEERS_CRITEO))
+PEERS_REPORT ?= $(if $(PEERS_IS_CRITEO),results/peers_criteo.md,results/peers.md)
+PEERS_NAME   := $(if $(PEERS_IS_CRITEO),criteo-rows$(PEERS_CRITEO),world-$(PEERS_SCALE)$(if $(filter-out 0,$(PEERS_ROWS)),-rows$(PEERS_ROWS)))
+PEERS_EXPORT := $(if $(PEERS_IS_CRITEO),--criteo-rows $(PEERS_CRITEO),--scale $(PEERS_SCALE) --max-train-rows $(PEERS_ROWS))
 PEERS_DATA   := $(PEERS)/data/$(PEERS_NAME)
 PEERS_OUT    := $(PEERS)/out/$(PEERS_NAME)
 PEERS_ENV    := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 POLARS_MAX_THREADS=2
@@ -68,8 +73,8 @@ $(PEERS)/venv-%/.installed: peers/requirements-%.txt
 	$(PEERS)/venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-$(PEERS_DATA)/meta.json: peers/export.py datasets/world.py | $(STAMP)
-	$(PY) -m peers.export --scale $(PEERS_SCALE) --max-train-rows $(PEERS_ROWS) --out $(PEERS_DATA)
+$(PEERS_DATA)/meta.json: peers/export.py $(if $(PEERS_IS_CRITEO),datasets/criteo.py,datasets/world.py) | $(STAMP)
+	$(PY) -m peers.export $(PEERS_EXPORT) --out $(PEERS_DATA)
 
 # One measured run of one library at one training seed, in its own process; each run waits for the
 # previous one (an order-only prerequisite), so no two runs ever share the CPU. Arguments: name,

@@ -21,11 +21,22 @@ CSV, not parquet: the format FuxiCTR's pipeline starts from (``data_format: csv`
 puts every library's parsing inside its measured preprocessing.
 
     python -m peers.export --scale default --seed 0 --out .peers/data/world-default
+
+``--criteo-rows N`` exports Criteo-format data instead (``export_criteo``): a generated Kaggle
+``train.txt`` of N lines (``datasets.criteo.write_criteo_sample``: the real layout, learnable
+labels, Zipf-like hashes, missing values), split 8:1:1 by adrepro's x4 line hash, each split
+written in reczoo's Criteo_x4 layout (comma-separated, header ``Label,I1..I13,C1..C26``, a missing
+value an empty field): the files FuxiCTR's own Criteo_x4 config reads, and adrepro's ``criteo``
+source with ``split: files``. Each library then applies its own Criteo preprocessing (integers
+bucketed by floor(ln(x)^2), missing integers filled with 0 as FuxiCTR's ``fill_na: 0``).
+
+    python -m peers.export --criteo-rows 1000000 --out .peers/data/criteo-rows1000000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -122,13 +133,95 @@ def _write_split(source, split: str, columns: list[str], path: Path, cap: int | 
     return n, clicks
 
 
+CRITEO_LABEL = "Label"  # reczoo's Criteo_x4 header (adrepro's reader takes any case)
+
+
+def export_criteo(rows: int, out: str | Path, seed: int = 0, verbose: bool = True) -> dict:
+    """Generate a Criteo-format ``train.txt`` of ``rows`` lines in ``<out>`` and write its x4 split
+    as reczoo-layout ``{train,valid,test}.csv`` beside it, then ``meta.json`` (last); built in a
+    temporary sibling and renamed, like ``export``."""
+    from repro.data.rawfiles import ratio_split
+
+    load_plugins()
+    criteo = sys.modules["adrepro_datasets.criteo"]  # datasets/ is loaded by path, never imported
+    CATS, INTS, SPLIT_RATIOS, write_criteo_sample = (criteo.CATS, criteo.INTS, criteo.SPLIT_RATIOS,
+                                                     criteo.write_criteo_sample)
+
+    out = Path(out)
+    started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    names = [CRITEO_LABEL, *INTS, *CATS]
+    try:
+        raw = tmp / "train.txt"
+        write_criteo_sample(raw, rows, seed=seed)
+        generated_s = time.perf_counter() - started
+        types = {CRITEO_LABEL: pa.int64(), **{c: pa.int64() for c in INTS}, **{c: pa.string() for c in CATS}}
+        reader = pacsv.open_csv(raw, read_options=pacsv.ReadOptions(column_names=names, block_size=64 << 20),
+                                parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+                                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+        writers, counts, clicks, line = {}, dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0), 0
+        with contextlib.ExitStack() as stack:
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                split_of = ratio_split(np.arange(line + 1, line + 1 + table.num_rows), seed, SPLIT_RATIOS["x4"])
+                line += table.num_rows
+                for k, split in enumerate(SPLITS):
+                    part = table.filter(pa.array(split_of == k))
+                    if split not in writers:  # reczoo's header is bare (pyarrow would quote it)
+                        handle = stack.enter_context(open(csv_path(tmp, split), "wb"))
+                        handle.write((",".join(names) + "\n").encode())
+                        writers[split] = pacsv.CSVWriter(handle, part.schema, write_options=pacsv.WriteOptions(
+                            include_header=False, quoting_style="none"))
+                    writers[split].write_table(part)
+                    counts[split] += part.num_rows
+                    clicks[split] += pc.sum(part.column(CRITEO_LABEL)).as_py() or 0
+            for w in writers.values():
+                w.close()
+        if verbose:
+            print(f"export: criteo: {rows:,} generated lines -> " + ", ".join(f"{s} {counts[s]:,}" for s in SPLITS),
+                  file=sys.stderr)
+        meta = {
+            "source": "criteo",
+            "source_config": {"generator": "datasets.criteo.write_criteo_sample", "rows": rows, "seed": seed,
+                              "split": "x4-like 8:1:1 by adrepro's seeded hash of the line number (seed "
+                                       f"{seed})"},
+            "source_fingerprint": f"criteo-sample-rows{rows}-seed{seed}",
+            "label": CRITEO_LABEL,
+            "fields": [*INTS, *CATS],
+            "integer_fields": list(INTS),
+            "splits": list(SPLITS),
+            "rows": counts,
+            "positives": clicks,
+            "max_train_rows": None,
+            "format": "csv (comma, header, reczoo's Criteo_x4 layout; empty = missing)",
+            "raw_file": "train.txt",
+            "generate_seconds": round(generated_s, 2),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return meta
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="default", help="the world's scale: smoke | default | large")
     ap.add_argument("--seed", type=int, default=0, help="the world's seed")
     ap.add_argument("--max-train-rows", type=int, default=0, help="keep only the first N training rows (0: all)")
+    ap.add_argument("--criteo-rows", type=int, default=0,
+                    help="export a generated Criteo-format file of N lines instead of the world (0: the world)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.criteo_rows:
+        meta = export_criteo(args.criteo_rows, args.out, args.seed)
+        print(f"export: {meta['rows']} rows of {len(meta['fields'])} fields in {meta['seconds']} s -> {args.out}",
+              file=sys.stderr)
+        return
     source = world_source(args.scale, args.seed)
     meta = export(source, args.out, args.max_train_rows or None)
     print(f"export: {meta['rows']} rows of {len(meta['fields'])} fields in {meta['seconds']} s -> {args.out}",

@@ -99,6 +99,77 @@ def spread(values: list[float], digits: int) -> str:
     return f"{np.median(values):,.{digits}f} [{min(values):,.{digits}f}, {max(values):,.{digits}f}]"
 
 
+def data_name(meta: dict) -> str:
+    cfg = meta["source_config"]
+    if meta.get("source") == "criteo":
+        return f"the generated Criteo-format file ({cfg['rows']:,} lines, generator seed {cfg['seed']})"
+    return f"the simulated world (`scale={cfg['scale']}`, world seed {cfg['seed']})"
+
+
+def data_lines(meta: dict) -> list[str]:
+    """The Data section's description of the export (the world, or a generated Criteo file)."""
+    cfg, rows, pos = meta["source_config"], meta["rows"], meta["positives"]
+    counts = (f"train {rows['train']:,} rows ({pos['train']:,} clicks), valid {rows['valid']:,} ({pos['valid']:,}), "
+              f"test {rows['test']:,} ({pos['test']:,})")
+    if meta.get("source") == "criteo":
+        return [
+            f"A Criteo-format Kaggle `train.txt` of {cfg['rows']:,} lines written by `{cfg['generator']}` (the real "
+            f"layout: 40 tab-separated fields, integers with missing values and negatives, 8-hex-digit hashes drawn "
+            f"Zipf-like, labels that depend on a few fields; generator seed {cfg['seed']}; "
+            f"{meta.get('generate_seconds', 0):.0f} s to write), split {cfg['split']} and written by "
+            f"`peers/export.py` in reczoo's Criteo_x4 CSV layout (header `Label,I1..I13,C1..C26`, commas, empty = "
+            f"missing): {counts}.",
+            "",
+            f"Fields ({len(meta['fields'])}, the same for every library): the 13 integer fields, each bucketed as "
+            "FuxiCTR's Criteo_x4 config does (missing -> 0, then floor(ln(x)^2) above 2, truncation below; FuxiCTR: "
+            "its own `CustomizedFeatureProcessor.convert_to_bucket`; DeepCTR-Torch: the same formula in numpy; "
+            "adrepro: the `criteo` source with `integers: bucket`, `missing_integers: zero`) and then categorical, "
+            "and the 26 categorical fields as text. Label: `Label`. A generated file carries no true click "
+            "probability, so there is no Bayes-optimal row.",
+        ]
+    return [
+        f"The simulated search-ads world (`datasets/world.py`) at `scale={cfg['scale']}`, world seed {cfg['seed']} "
+        f"(`conf/data/world.yaml`: the rows adrepro's tables train on), generator fingerprint "
+        f"`{meta['source_fingerprint']}`, exported by `peers/export.py` to CSV with raw integer values: {counts}"
+        + (f"; the training split capped at its first {meta['max_train_rows']:,} rows" if meta.get("max_train_rows")
+           else "; no row cap") + ".",
+        "",
+        f"Fields ({len(meta['fields'])}, all categorical, the same for every library, adrepro included): "
+        + ", ".join(f"`{f}`" for f in meta["fields"]) + f". Label: `{meta['label']}`. Left out for every library: "
+        "the dense `log_bid` and the 8-dim creative `content` vector (each library scales and embeds dense inputs "
+        "its own way), so adrepro's numbers here are not its `results/baselines.md` numbers (those use all fields, "
+        "its lr 3e-3 protocol, lazy Adam, embedding L2 and early stopping over up to 8 epochs).",
+    ]
+
+
+AUC_PARITY = 0.002  # issue 10: adrepro's mean test AUC within this of FuxiCTR's
+PREPROCESS_RATIO = 20.0  # issue 10: adrepro's preprocessing at least this many times FuxiCTR's rows/s
+
+
+def target_lines(meta: dict, runs: dict[str, dict[int, dict]]) -> list[str]:
+    """The parity targets of issue 10, judged on these runs: AUC within 0.002 of FuxiCTR's (means
+    over the seeds both ran) and preprocessing at least 20x FuxiCTR's rows/s (medians over seeds)."""
+    if "adrepro" not in runs or "fuxictr" not in runs:
+        return []
+    total = sum(meta["rows"].values())
+    ours, theirs = runs["adrepro"], runs["fuxictr"]
+    d = np.mean([r["auc"] for r in ours.values()]) - np.mean([r["auc"] for r in theirs.values()])
+    rate = {n: float(np.median([total / r["result"]["preprocess_seconds"] for r in runs[n].values()])) for n in runs}
+    ratio = rate["adrepro"] / rate["fuxictr"]
+    verdict = lambda ok: "**holds**" if ok else "**does not hold**"  # noqa: E731
+    lines = [
+        "Targets (issue 10), on these runs:",
+        "",
+        f"- test AUC, mean over seeds, adrepro − FuxiCTR = {d:+.4f} ({len(ours)} and {len(theirs)} seeds); within "
+        f"±{AUC_PARITY}: {verdict(abs(d) <= AUC_PARITY)}",
+        f"- preprocessing rows/s (all {total:,} rows of the three splits / preprocessing time, median over seeds): "
+        + ", ".join(f"{RUNS[n]} {rate[n]:,.0f}" for n in runs)
+        + f"; adrepro / FuxiCTR = {ratio:.1f}x, at least {PREPROCESS_RATIO:.0f}x: {verdict(ratio >= PREPROCESS_RATIO)}",
+        "",
+    ]
+    return lines
+
+
 def fmt(x, digits=0) -> str:
     if x is None:
         return "–"
@@ -120,7 +191,7 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "",
         "## Results",
         "",
-        f"Test split of the simulated world (`scale={cfg['scale']}`, world seed {cfg['seed']}): {rows['test']:,} rows; "
+        f"Test split of {data_name(meta)}: {rows['test']:,} rows; "
         f"training seed {min(min(v) for v in runs.values())}. "
         f"AUC and logloss by one function (`peers/report.py`: scikit-learn's `roc_auc_score` and `log_loss`, "
         f"predictions clipped to [1e-7, 1 - 1e-7]) on the predictions each library saved.",
@@ -193,6 +264,7 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
             lines.append(f"- {RUNS[n]} − {RUNS[ref]}: seed {k0} {at0}; means over seeds {dm:+.4f}")
         lines.append("")
 
+    lines += target_lines(meta, runs)
     walls = [r["measure"]["wall_seconds"] for seeds in runs.values() for r in seeds.values() if r["measure"]]
     lines += [
         f"All {len(walls)} runs together: {sum(walls) / 60:.1f} minutes of wall time, one after the other (plus "
@@ -229,19 +301,7 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         "",
         "## Data",
         "",
-        f"The simulated search-ads world (`datasets/world.py`) at `scale={cfg['scale']}`, world seed {cfg['seed']} "
-        f"(`conf/data/world.yaml`: the rows adrepro's tables train on), generator fingerprint "
-        f"`{meta['source_fingerprint']}`, exported by `peers/export.py` to CSV with raw integer values: "
-        f"train {rows['train']:,} rows ({meta['positives']['train']:,} clicks), valid {rows['valid']:,} "
-        f"({meta['positives']['valid']:,}), test {rows['test']:,} ({meta['positives']['test']:,})"
-        + (f"; the training split capped at its first {meta['max_train_rows']:,} rows" if meta.get("max_train_rows")
-           else "; no row cap") + ".",
-        "",
-        f"Fields ({len(meta['fields'])}, all categorical, the same for every library, adrepro included): "
-        + ", ".join(f"`{f}`" for f in meta["fields"]) + f". Label: `{meta['label']}`. Left out for every library: "
-        "the dense `log_bid` and the 8-dim creative `content` vector (each library scales and embeds dense inputs "
-        "its own way), so adrepro's numbers here are not its `results/baselines.md` numbers (those use all fields, "
-        "its lr 3e-3 protocol, lazy Adam, embedding L2 and early stopping over up to 8 epochs).",
+    ] + data_lines(meta) + [
         "",
         "Vocabulary sizes (rows of each field's embedding table; values seen fewer than "
         f"{SETTINGS['min_count']} times in train share one index):",
@@ -255,7 +315,10 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
     lines += [
         "",
         "FuxiCTR and adrepro reserve index 0 for padding and n + 1 for rare/unseen values (n + 2 rows); the "
-        "DeepCTR-Torch runner maps rare/unseen values to 0 (n + 1 rows). The world has no missing values.",
+        "DeepCTR-Torch runner maps rare/unseen values to 0 (n + 1 rows). "
+        + ("The world has no missing values." if meta.get("source") != "criteo" else
+           "A missing category is one more value for FuxiCTR and DeepCTR-Torch (filled with the empty string) and "
+           "the padding index for adrepro; a missing integer is 0 for all three (FuxiCTR's `fill_na: 0`)."),
         "",
         "## Settings (the same for every library)",
         "",

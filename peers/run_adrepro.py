@@ -1,7 +1,8 @@
 """adrepro's DeepFM on the exported CSV files, through adrepro's own pipeline (adrepro's .venv).
 
 Preprocessing (timed): the ``tabular`` source (datasets/tabular.py, the path for a user's own CSV
-files) reads the three CSV files and ``repro.data.prepare`` builds the columnar cache (train-only
+files) reads the three CSV files (a Criteo export: the ``criteo`` source, ``split: files``,
+``layout: csv``, FuxiCTR's integer buckets and missing integers as 0) and ``repro.data.prepare`` builds the columnar cache (train-only
 vocabularies with ``min_count``, OOV and padding indices, raw-value hashes), into a fresh cache
 folder so nothing is reused from an earlier run.
 
@@ -75,6 +76,22 @@ def tabular_source(data_dir: str | Path, meta: dict | None = None):
     return SOURCES.get("tabular").factory(SOURCES.config("tabular", tabular_config(data_dir, meta)))
 
 
+def criteo_config(data_dir: str | Path) -> dict:
+    """The ``criteo`` source on a Criteo export (reczoo's Criteo_x4 CSV layout, one file per split),
+    with FuxiCTR's Criteo_x4 preprocessing: integers bucketed by floor(ln(x)^2), missing ones 0."""
+    return {"data_dir": str(Path(data_dir).resolve()), "split": "files", "layout": "csv", "train_file": "train.csv",
+            "valid_file": "valid.csv", "test_file": "test.csv", "integers": "bucket", "missing_integers": "zero"}
+
+
+def export_source(data_dir: str | Path, meta: dict):
+    """The adrepro source that reads this export: ``criteo`` for a Criteo export, else ``tabular``."""
+    from repro.registry import SOURCES
+
+    if meta.get("source") == "criteo":
+        return SOURCES.get("criteo").factory(SOURCES.config("criteo", criteo_config(data_dir)))
+    return tabular_source(data_dir, meta)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="the folder peers.export wrote")
@@ -98,9 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(s["threads"])
 
     # -- preprocessing: raw CSV -> adrepro's columnar cache -----------------------------------
+    from repro.registry import load_plugins
+
+    load_plugins()  # importing the library (every source and model module) is not preprocessing
     cache = fresh_dir(out / "cache")
     clock = Clock()
-    source = tabular_source(args.data, meta)
+    source = export_source(args.data, meta)
     root = prepare(source, PrepareConfig(min_count=s["min_count"], cache_root=str(cache)), verbose=False)
     data = PreparedDataset(root)
     preprocess_s = clock.seconds()
@@ -146,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         "init": INITS[args.init],
         "seed": args.seed,
         "preprocess_seconds": round(preprocess_s, 3),
-        "preprocess_what": "tabular source reads the CSVs + repro.data.prepare (vocabularies, encoding, parquet cache)",
+        "preprocess_what": f"{source.name} source reads the CSVs + repro.data.prepare (vocabularies, encoding, "
+                           "parquet cache)",
         "train_seconds": round(train_s, 3),
         "train_data_seconds": round(result.data_seconds, 3),
         "train_samples": result.samples,

@@ -109,8 +109,20 @@ def main(argv: list[str] | None = None) -> None:
 
     # -- preprocessing: FuxiCTR's FeatureProcessor + build_dataset (polars, then Ray Data) ------
     clock = Clock()
-    processor = FeatureProcessor(
-        feature_cols=[{"name": list(fields), "active": True, "dtype": "str", "type": "categorical"}],
+    integers = list(meta.get("integer_fields") or ())
+    if integers:  # a Criteo export: FuxiCTR's own Criteo_x4 config (dataset_config/Criteo.yaml)
+        from fuxictr.datasets.criteo import CustomizedFeatureProcessor as Processor
+
+        feature_cols = [
+            {"name": integers, "active": True, "dtype": "float", "type": "categorical", "fill_na": 0,
+             "preprocess": "convert_to_bucket"},
+            {"name": [f for f in fields if f not in integers], "active": True, "dtype": "str", "type": "categorical"},
+        ]
+    else:
+        Processor = FeatureProcessor
+        feature_cols = [{"name": list(fields), "active": True, "dtype": "str", "type": "categorical"}]
+    processor = Processor(
+        feature_cols=feature_cols,
         label_col={"name": label, "dtype": "float"},
         dataset_id=dataset_id,
         data_root=str(data_root),

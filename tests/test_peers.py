@@ -73,3 +73,33 @@ def test_export_caps_training_rows_only(tmp_path):
     first = next(iter(source.chunks("train")))
     table = pacsv.read_csv(csv_path(tmp_path / "export", "train"))
     np.testing.assert_array_equal(table.column("user_id").to_numpy(), first.column("user_id").to_numpy()[:1234])
+
+
+def test_criteo_export_holds_the_x4_split_of_the_generated_file_in_reczoos_layout(tmp_path):
+    from peers.export import export_criteo
+    from peers.run_adrepro import criteo_config, export_source
+    from repro.registry import SOURCES
+
+    meta = export_criteo(5000, tmp_path / "criteo", seed=0, verbose=False)
+    out = tmp_path / "criteo"
+    assert json.loads((out / META).read_text()) == meta and sum(meta["rows"].values()) == 5000
+    header = csv_path(out, "train").read_text().split("\n", 1)[0]
+    assert header == "Label," + ",".join(f"I{i}" for i in range(1, 14)) + "," + ",".join(f"C{i}" for i in range(1, 27))
+    # adrepro reading the three CSV files gets, split by split, exactly what its criteo source gets
+    # from the generated train.txt with its own x4 split (same rows, same order, missing kept)
+    from_files = export_source(out, meta)
+    assert from_files.name == "criteo" and criteo_config(out)["layout"] == "csv"
+    from_raw = SOURCES.get("criteo").factory(SOURCES.config("criteo", {
+        "data_dir": str(out), "file": "train.txt", "split": "x4", "seed": 0, "layout": "raw",
+        "integers": "bucket", "missing_integers": "zero"}))
+    for split in SPLITS:
+        a = pa_concat(from_files.chunks(split))
+        b = pa_concat(from_raw.chunks(split))
+        assert a.num_rows == meta["rows"][split] and a.equals(b), split
+        assert int(np.asarray(a.column("label")).sum()) == meta["positives"][split]
+
+
+def pa_concat(chunks):
+    import pyarrow as pa
+
+    return pa.concat_tables(list(chunks))
