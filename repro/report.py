@@ -504,8 +504,8 @@ def write_group_page(group: str, results_dir: Path | None = None) -> Path:
         checks = next((i for i, line in enumerate(text) if line == "## Checks"), len(text))
         claims = next((i for i, line in enumerate(text) if line == "## Claims"), None)
         lines += [f"Full table, checks and provenance: [`{name}.md`]({name}.md).", ""]
-        if table_start is not None:
-            lines += text[table_start:checks]
+        if table_start is not None:  # its own sections one level down, under this page's heading
+            lines += ["#" + line if line.startswith("##") else line for line in text[table_start:checks]]
         lines += ["", f"![{name}]({name}.png)", ""]
         if claims is not None:
             lines += ["### Claims", ""] + [line for line in text[claims + 1:] if not line.startswith("Plot:")]
