@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +67,21 @@ def exported_fields(source) -> list[str]:
     return [f.name for f in source.fields() if f.kind == "categorical"]
 
 
+@contextlib.contextmanager
+def built_aside(out: Path) -> Iterator[Path]:
+    """A temporary sibling folder of ``out`` to build an export in: renamed onto ``out`` when the
+    block ends, removed when it raises (Ctrl-C included), so ``out`` is either whole or absent."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
 def export(source, out: str | Path, max_train_rows: int | None = None, verbose: bool = True) -> dict:
     """Write ``<out>/{train,valid,test}.csv``, ``<out>/test_p_click.npy`` and ``<out>/meta.json`` (last, so a folder with a
     meta.json is complete); returns the meta. Built in a temporary sibling and renamed."""
@@ -74,9 +90,7 @@ def export(source, out: str | Path, max_train_rows: int | None = None, verbose: 
     fields = exported_fields(source)
     label = source.label
     columns = [label, *fields]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
-    try:
+    with built_aside(out) as tmp:
         rows, positives = {}, {}
         for split in SPLITS:
             cap = max_train_rows if split == "train" else None
@@ -98,11 +112,6 @@ def export(source, out: str | Path, max_train_rows: int | None = None, verbose: 
             "seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return meta
 
 
@@ -149,10 +158,8 @@ def export_criteo(rows: int, out: str | Path, seed: int = 0, verbose: bool = Tru
 
     out = Path(out)
     started = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.partial-", dir=out.parent))
     names = [CRITEO_LABEL, *INTS, *CATS]
-    try:
+    with built_aside(out) as tmp:
         raw = tmp / "train.txt"
         write_criteo_sample(raw, rows, seed=seed)
         generated_s = time.perf_counter() - started
@@ -200,11 +207,6 @@ def export_criteo(rows: int, out: str | Path, seed: int = 0, verbose: bool = Tru
             "seconds": round(time.perf_counter() - started, 2),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return meta
 
 

@@ -157,7 +157,7 @@ def target_lines(meta: dict, runs: dict[str, dict[int, dict]]) -> list[str]:
     rate = {n: float(np.median([total / r["result"]["preprocess_seconds"] for r in runs[n].values()])) for n in runs}
     ratio = rate["adrepro"] / rate["fuxictr"]
     verdict = lambda ok: "**holds**" if ok else "**does not hold**"  # noqa: E731
-    lines = [
+    return [
         "Targets (issue 10), on these runs:",
         "",
         f"- test AUC, mean over seeds, adrepro − FuxiCTR = {d:+.4f} ({len(ours)} and {len(theirs)} seeds); within "
@@ -167,7 +167,6 @@ def target_lines(meta: dict, runs: dict[str, dict[int, dict]]) -> list[str]:
         + f"; adrepro / FuxiCTR = {ratio:.1f}x, at least {PREPROCESS_RATIO:.0f}x: {verdict(ratio >= PREPROCESS_RATIO)}",
         "",
     ]
-    return lines
 
 
 def fmt(x, digits=0) -> str:

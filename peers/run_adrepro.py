@@ -2,9 +2,10 @@
 
 Preprocessing (timed): the ``tabular`` source (datasets/tabular.py, the path for a user's own CSV
 files) reads the three CSV files (a Criteo export: the ``criteo`` source, ``split: files``,
-``layout: csv``, FuxiCTR's integer buckets and missing integers as 0) and ``repro.data.prepare`` builds the columnar cache (train-only
-vocabularies with ``min_count``, OOV and padding indices, raw-value hashes), into a fresh cache
-folder so nothing is reused from an earlier run.
+``layout: csv``, FuxiCTR's integer buckets and missing integers as 0) and ``repro.data.prepare``
+builds the columnar cache (train-only vocabularies with ``min_count``, OOV and padding indices,
+raw-value hashes), into a fresh cache folder so nothing is reused from an earlier run. Importing
+the library (every source and model module) happens before the clock starts.
 
 Training: ``baselines/deepfm.py`` with the ``full`` embedding (one fused table, its default init
 N(0, 0.01)), trained by ``repro.train.train``, the trainer every adrepro table uses, configured to

@@ -31,6 +31,22 @@ def smoke_data(cache_root) -> PreparedDataset:
     return PreparedDataset(root)
 
 
+@pytest.fixture(scope="session")
+def blind(smoke_data) -> PreparedDataset:
+    """The smoke world with the position left out of the model's inputs (carried by role only)."""
+    return PreparedDataset(smoke_data.root, drop_roles=("position",))
+
+
+def moved(batch):
+    """The same rows at other positions (the position role, and its side column if present)."""
+    import torch
+
+    out = dict(batch, position=torch.flip(batch["position"], [0]))
+    if "side:position" in out:
+        out["side:position"] = out["position"]
+    return out
+
+
 @pytest.fixture
 def run_config(tmp_path, cache_root):
     """A complete run config at smoke scale writing into a temporary results folder."""

@@ -7,25 +7,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from repro.data.dataset import PreparedDataset
 from repro.errors import ConfigError
 from repro.registry import MODELS
 from repro.train import TrainConfig, train
+from tests.conftest import moved
 
 SMALL = {"hidden_units": [16], "head_units": 8}
 EMB = {"name": "full", "dim": 4}
-
-
-@pytest.fixture(scope="module")
-def blind(smoke_data) -> PreparedDataset:
-    return PreparedDataset(smoke_data.root, drop_roles=("position",))
-
-
-def moved(batch):
-    out = dict(batch, position=torch.flip(batch["position"], [0]))
-    if "side:position" in out:
-        out["side:position"] = out["position"]
-    return out
 
 
 def build(blind, **cfg):
@@ -51,10 +39,12 @@ def test_served_estimates_are_the_ctr_tower_times_examination_where_the_ad_will_
     with torch.no_grad():
         f = torch.sigmoid(ranking(batch)["logit"])
         g = torch.sigmoid(ranking.seen_logits_all(batch))
-        # g for every position agrees with PAL's tower read at that position
+        # g for every position, read straight from PAL's tables: bias + position + (position x scene)
+        scene = batch["cat"][:, blind.feature_map.categorical_index("scene")]
+        scenes = ranking.crossed[0].num_embeddings // ranking.position_vocab
         for k in range(g.shape[1]):
-            at_k = dict(batch, position=torch.full_like(batch["position"], k))
-            torch.testing.assert_close(g[:, k], torch.sigmoid(ranking.seen_logit(at_k)))
+            logit = ranking.seen_bias + ranking.seen.weight[k, 0] + ranking.crossed[0].weight[k * scenes + scene, 0]
+            torch.testing.assert_close(g[:, k], torch.sigmoid(logit))
         torch.testing.assert_close(torch.sigmoid(top(batch)["logit"]), f * g[:, top.TOP_INDEX], rtol=1e-4, atol=1e-6)
         h = torch.softmax(context.position_head(context.ctr.embed(batch).flatten(1)), -1)
         torch.testing.assert_close(torch.sigmoid(context(batch)["logit"]), f * (h * g).sum(-1), rtol=1e-4, atol=1e-6)
@@ -74,11 +64,15 @@ def test_the_loss_is_pal_plus_the_position_cross_entropy(blind):
     click = F.binary_cross_entropy(p, batch["label"])
     position = F.cross_entropy(out["position_logits"], batch["position"])
     torch.testing.assert_close(model.loss(batch, out), click + position, rtol=1e-4, atol=1e-6)
-    model.position_weight = 0.0
-    torch.testing.assert_close(model.loss(batch, out), click, rtol=1e-4, atol=1e-6)
     # the head's target is the logged position: another position changes the loss
-    model.position_weight = 1.0
     assert not torch.allclose(model.loss(moved(batch), out), model.loss(batch, out))
+    # position_weight 0: the head is not even evaluated, and the loss is PAL's
+    untrained = build(blind, position_weight=0.0).train()
+    out = untrained(batch)
+    assert "position_logits" not in out
+    p = torch.sigmoid(out["logit"]) * torch.sigmoid(out["seen_logit"])
+    torch.testing.assert_close(untrained.loss(batch, out), F.binary_cross_entropy(p, batch["label"]),
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_bad_oracle_configs_are_refused(smoke_data, blind):

@@ -11,26 +11,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from repro.data.dataset import PreparedDataset
 from repro.errors import ConfigError, DataError
 from repro.registry import MODELS
 from repro.run import PREDICTIONS, execute, load_predictions, resolve, staleness
+from tests.conftest import moved
 
 SMALL = {"hidden_units": [16]}
 EMB = {"name": "full", "dim": 4}
-
-
-@pytest.fixture(scope="module")
-def blind(smoke_data) -> PreparedDataset:
-    return PreparedDataset(smoke_data.root, drop_roles=("position",))
-
-
-def moved(batch):
-    """The same rows at other positions."""
-    out = dict(batch, position=torch.flip(batch["position"], [0]))
-    if "side:position" in out:
-        out["side:position"] = out["position"]
-    return out
 
 
 def test_pal_serves_the_ctr_tower_alone_and_trains_on_the_product(blind):
