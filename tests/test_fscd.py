@@ -26,20 +26,27 @@ def test_the_search_relaxes_the_masks_then_freezes_the_chosen_fields(smoke_data)
     emb = model.embed(batch).detach()
     with torch.no_grad():
         model.keep_logit.copy_(torch.linspace(-1, 1, len(model.keep_logit)))
-    for _ in range(3):
-        model(batch)
+    outputs = [model(batch) for _ in range(3)]
     # while searching: every field scaled by a mask strictly between 0 and 1, drawn per row
     scale = (seen[0].view_as(emb) / emb)[emb.abs() > 1e-3]
     assert ((scale >= 0) & (scale <= 1 + 1e-5)).all() and scale.std() > 0.01
     assert ((scale > 0.01) & (scale < 0.99)).float().mean() > 0.5
     assert int(model.steps) == 2 and not model.searching()
     # the step after the search: the keep_fields fields of largest keep probability, exactly
-    chosen = model.frozen.bool()
+    chosen = model.selected().bool()
     assert int(chosen.sum()) == 3 and chosen.tolist() == [False] * (len(chosen) - 3) + [True] * 3
     kept = seen[2].view_as(emb)
     torch.testing.assert_close(kept[:, chosen], emb[:, chosen])
     assert (kept[:, ~chosen] == 0).all()
     assert model.kept_fields() == [n for n, c in zip(model.field_names, chosen.tolist()) if c]
+    # after the search the keep probabilities get no gradient, so the choice cannot move
+    model.loss(batch, outputs[2]).backward()
+    assert model.keep_logit.grad is None
+    # while searching they do (the masks and the penalty)
+    model.zero_grad()
+    model.steps.zero_()
+    model.loss(batch, model(batch)).backward()
+    assert model.keep_logit.grad is not None and model.keep_logit.grad.abs().sum() > 0
 
 
 def test_evaluation_serves_the_chosen_fields_only(smoke_data):

@@ -64,7 +64,6 @@ class FSCD(Cold):
         self.register_buffer("complexity", complexity / complexity.mean(), persistent=False)
         self.keep_logit = nn.Parameter(torch.full((len(names),), 2.0))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.register_buffer("frozen", torch.zeros(len(names)))  # the hard mask once the search ends
 
     def selected(self) -> torch.Tensor:
         """The hard 0/1 mask of the ``keep_fields`` fields of largest keep probability."""
@@ -77,24 +76,20 @@ class FSCD(Cold):
 
     def forward(self, batch):
         emb = self.embed(batch)
-        self._relaxed = False  # whether this training step drew relaxed masks (the penalty applies)
-        if not self.training:
-            mask = self.selected()[None, :]
-        elif self.searching():
+        if self.training and self.searching():
             self.steps += 1
-            self._relaxed = True
             u = torch.rand(emb.shape[0], emb.shape[1]).clamp(1e-6, 1 - 1e-6)
             mask = torch.sigmoid((self.keep_logit + torch.log(u) - torch.log1p(-u)) / self.cfg.temperature)
-        else:
-            if self.frozen.sum() == 0:  # the first step after the search: freeze the fields it chose
-                self.frozen.copy_(self.selected())
-            mask = self.frozen[None, :]
-        return self.mlp((emb * mask[:, :, None]).flatten(1)).squeeze(-1)
+            logit = self.mlp((emb * mask[:, :, None]).flatten(1)).squeeze(-1)
+            return {"logit": logit, "keep_probability": torch.sigmoid(self.keep_logit)}  # the penalty's input
+        # After the search (and at evaluation) the hard mask of the chosen fields. Once the search
+        # ends keep_logit gets no gradient, so the choice stays the one the search ended with.
+        return self.mlp((emb * self.selected()[None, :, None]).flatten(1)).squeeze(-1)
 
     def loss(self, batch, output) -> torch.Tensor:
         loss = super().loss(batch, output)
-        if self.training and self._relaxed:
-            loss = loss + self.cfg.penalty * (self.complexity * torch.sigmoid(self.keep_logit)).sum()
+        if isinstance(output, dict) and "keep_probability" in output:  # a search step
+            loss = loss + self.cfg.penalty * (self.complexity * output["keep_probability"]).sum()
         return loss
 
     def kept_fields(self) -> list[str]:

@@ -49,7 +49,7 @@ from repro.errors import ConfigError
 from repro.layers import fm_interaction
 from repro.registry import register_model
 
-from methods.model_interaction.position import PAL, PALConfig
+from methods.model_interaction.position import PAL, PALConfig, PositionDefault
 
 SERVE = ("ranking", "top", "context")
 
@@ -63,7 +63,7 @@ class OracleConfig(PALConfig):
 
 @register_model("oracle", config=OracleConfig)
 class OracleRanker(PAL):
-    TOP_INDEX = 1  # the commonest training position (the vocabulary is in descending frequency)
+    TOP_INDEX = PositionDefault.DEFAULT_INDEX  # the commonest training position, as position_default serves
 
     def __init__(self, feature_map: FeatureMap, cfg: OracleConfig, embedding=None) -> None:
         super().__init__(feature_map, cfg, embedding)
@@ -78,34 +78,36 @@ class OracleRanker(PAL):
         self.position_head = nn.Sequential(nn.Linear(self.ctr.embed.flat_dim, cfg.head_units), nn.ReLU(),
                                            nn.Linear(cfg.head_units, self.position_vocab))
 
+    def seen_logit_at(self, batch, k: int) -> torch.Tensor:
+        """PAL's g(k [, context]): every row as if at the position field's value index ``k``."""
+        return self.seen_logit({**batch, "position": torch.full_like(batch["position"], k)})
+
     def seen_logits_all(self, batch) -> torch.Tensor:
         """g(k [, context]) for every value k of the position field: [B, vocab]."""
-        k = torch.arange(self.position_vocab, device=batch["cat"].device)
-        g = (self.seen_bias + self.seen.weight[:, 0]).expand(batch["cat"].shape[0], -1)
-        for col, table in zip(self.context, self.crossed):
-            index = k[None, :] * (table.num_embeddings // self.position_vocab) + batch["cat"][:, col, None]
-            g = g + table(index).squeeze(-1)
-        return g
+        return torch.stack([self.seen_logit_at(batch, k) for k in range(self.position_vocab)], -1)
 
     def forward(self, batch):
         emb = self.ctr.embed(batch)
         # DeepFM's own forward, kept open here so the head reads the same embeddings (one lookup)
         f = self.ctr.linear(batch) + fm_interaction(emb) + self.ctr.mlp(emb.flatten(1)).squeeze(-1)
-        position_logits = self.position_head(emb.flatten(1))
         if self.training:
-            return {"logit": f, "seen_logit": self.seen_logit(batch), "position_logits": position_logits}
+            out = {"logit": f, "seen_logit": self.seen_logit(batch)}
+            if self.position_weight > 0:
+                out["position_logits"] = self.position_head(emb.flatten(1))
+            return out
         if self.serve == "ranking":
             return {"logit": f}
         if self.serve == "top":
-            seen = F.logsigmoid(self.seen_logits_all(batch)[:, self.TOP_INDEX])
+            seen = F.logsigmoid(self.seen_logit_at(batch, self.TOP_INDEX))
         else:  # log sum_k h_k * sigmoid(g_k)
-            seen = torch.logsumexp(F.log_softmax(position_logits, -1) + F.logsigmoid(self.seen_logits_all(batch)), -1)
+            h = F.log_softmax(self.position_head(emb.flatten(1)), -1)
+            seen = torch.logsumexp(h + F.logsigmoid(self.seen_logits_all(batch)), -1)
         log_p = F.logsigmoid(f) + seen
         return {"logit": log_p - torch.log1p(-torch.exp(log_p).clamp(max=1 - 1e-7))}
 
     def loss(self, batch, output) -> torch.Tensor:
         click = super().loss(batch, output)
-        if self.position_weight == 0:
+        if "position_logits" not in output:  # position_weight 0: the head is not trained
             return click
         per_row = F.cross_entropy(output["position_logits"], batch["position"], reduction="none")
         weight = batch.get("weight")
