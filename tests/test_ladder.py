@@ -12,9 +12,13 @@ import torch
 from methods.system_efficiency.ladder import (
     COWCLIP_ZETA,
     LadderConfig,
+    BatchSweepConfig,
     cowclip_,
+    embedding_l2,
+    hpc_batch_sweep,
     hpc_ladder,
     ladder_rungs,
+    learning_rates,
     quantise_rows_,
 )
 
@@ -22,7 +26,7 @@ from methods.system_efficiency.ladder import (
 def test_cowclip_clips_each_touched_row_to_r_times_its_weight_norm_times_its_count():
     table = torch.nn.Parameter(torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.6, 0.8]]))  # norms 5, 0, 1
     # row 0 looked up twice (grads summed: norm 100 -> clip 5 * 2 = 10), row 1 once (zero weight:
-    # clip zeta), row 2 once with a small gradient (norm 0.5 < clip 1: untouched)
+    # clip r * sqrt(dim) * zeta), row 2 once with a small gradient (norm 0.5 < clip 1: untouched)
     idx = torch.tensor([[0, 1, 0, 2]])
     values = torch.tensor([[30.0, 40.0], [1.0, 0.0], [30.0, 40.0], [0.3, 0.4]])
     table.grad = torch.sparse_coo_tensor(idx, values, (3, 2), check_invariants=True)
@@ -31,7 +35,7 @@ def test_cowclip_clips_each_touched_row_to_r_times_its_weight_norm_times_its_cou
     cowclip_(model)
     g = table.grad.to_dense()
     torch.testing.assert_close(g[0], torch.tensor([6.0, 8.0]))
-    torch.testing.assert_close(g[1], torch.tensor([COWCLIP_ZETA, 0.0]))
+    torch.testing.assert_close(g[1], torch.tensor([COWCLIP_ZETA * math.sqrt(2), 0.0]))  # floor r * sqrt(dim) * zeta
     torch.testing.assert_close(g[2], torch.tensor([0.3, 0.4]))
 
 
@@ -62,16 +66,26 @@ def test_row_wise_storage_rounds_within_its_precision_and_counts_its_bytes(stora
         torch.testing.assert_close(table.max(1).values, original.max(1).values)
 
 
-def test_each_rung_adds_one_change_and_the_linear_rung_is_not_built_upon():
-    rungs = ladder_rungs(16384, 4.0)
+def test_each_rung_adds_one_change_and_the_shown_rules_are_not_built_upon():
+    rungs = ladder_rungs(4096, 4.0)
     names = [r.name for r in rungs]
     assert names[0].startswith("0 naive") and rungs[0].loader == "rows" and not rungs[0].sparse
     assert rungs[1].loader == "columnar" and not rungs[1].sparse
     assert rungs[2].sparse and rungs[2].batch_size == 512
-    linear, cowclip = rungs[3], rungs[4]
-    assert linear.scaling == "linear" and not linear.builds_on and cowclip.scaling == "cowclip"
-    assert all(r.scaling == "cowclip" and r.batch_size == 16384 for r in rungs[5:])
-    assert not any(r.compiled for r in ladder_rungs(16384, 4.0, compile=False))
+    linear, cowclip, base_l2 = rungs[3:6]
+    assert linear.scaling == "linear" and not linear.builds_on
+    assert cowclip.scaling == "cowclip" and cowclip.l2_scaled and not cowclip.builds_on
+    assert base_l2.scaling == "cowclip" and not base_l2.l2_scaled and base_l2.builds_on
+    assert all(r.scaling == "cowclip" and not r.l2_scaled and r.batch_size == 4096 for r in rungs[6:])
+    assert not any(r.compiled for r in ladder_rungs(4096, 4.0, compile=False))
+
+
+def test_the_scaling_rules_set_the_rates_and_the_l2_cowclip_gives():
+    cowclip, base_l2 = ladder_rungs(8192, 4.0)[4:6]  # s = 16
+    assert learning_rates(cowclip, 1e-3) == pytest.approx((4e-3, 1e-3))
+    assert learning_rates(ladder_rungs(8192, 4.0)[3], 1e-3) == pytest.approx((16e-3, 16e-3))
+    assert embedding_l2(cowclip, 1e-4) == pytest.approx(16e-4)
+    assert embedding_l2(base_l2, 1e-4) == pytest.approx(1e-4)
 
 
 def test_a_smoke_climb_reports_every_rung_with_a_finite_auc(cache_root):
@@ -88,3 +102,22 @@ def test_a_smoke_climb_reports_every_rung_with_a_finite_auc(cache_root):
     assert abs(fp16 - hashed) < 2e-3 and math.isfinite(int8)
     model_mib = {row[0].split(" · ")[1]: float(row[result["columns"].index("model MiB")]) for row in result["rows"]}
     assert model_mib["7 int8 rows"] < model_mib["7 fp16 rows"] < model_mib["6 multi-hash embedding"]
+
+
+def test_the_batch_sweep_reports_every_batch_and_rule_against_the_base_batch(cache_root):
+    cfg = BatchSweepConfig(hidden_units=[32], scale="smoke", cache_root=str(cache_root), batches=[1024, 4096],
+                           epochs=1, progress=False)
+    result = hpc_batch_sweep(cfg)
+    col = result["columns"].index
+    assert [row[0] for row in result["rows"]] == ["base · 512"] + [f"{r} · {b}" for b in ("1,024", "4,096")
+                                                                  for r in ("linear", "cowclip", "cowclip, base L2")]
+    assert result["rows"][0][col("AUC - 512")] == "+0.0000"
+    base_auc = float(result["rows"][0][col("test AUC")])
+    for row in result["rows"][1:]:
+        assert float(row[col("AUC - 512")]) == pytest.approx(float(row[col("test AUC")]) - base_auc, abs=2e-4)
+    by = {row[0]: row for row in result["rows"]}
+    assert by["cowclip · 4,096"][col("embedding L2")] == "0.0008" and by["cowclip, base L2 · 4,096"][col("embedding L2")] == "0.0001"
+    steps = {b: int(by[f"linear · {b}"][col("steps")].replace(",", "")) for b in ("1,024", "4,096")}
+    assert steps["4,096"] == steps["1,024"] // 4 > 0  # one epoch of full batches
+    with pytest.raises(Exception, match="rules must be among"):
+        hpc_batch_sweep(BatchSweepConfig(rules=["sqrt"], progress=False))
