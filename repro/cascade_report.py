@@ -28,6 +28,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from repro.plots import pyplot as _pyplot, save_figure as _save
+
 TABLE_K1 = 10  # the K1 of the table's columns (every K1 is in the plot and the csv)
 
 
@@ -38,24 +40,6 @@ def _frame(rows: list[dict], text: tuple[str, ...] = ("label",)) -> pd.DataFrame
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     return df
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, title: str, path: Path) -> None:
-    """Title, lay out and write ``fig`` as a PNG atomically, then free it."""
-    from repro.io import atomic_write
-
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    _pyplot().close(fig)
 
 
 def frame(loaded: list[tuple[str, dict, dict]]) -> pd.DataFrame:

@@ -3,7 +3,8 @@ latency and memory against a static baseline, measured in one process so the rat
 
 A measurement is a function registered with ``@register_measurement("name", config=Cfg)`` in a
 method's module; it takes its config and returns ``{"columns": [...], "rows": [[...], ...],
-"notes": [...]}``. An experiment lists the ones it shows (``measurements: [{name, params}]``);
+"notes": [...]}``; ``plot=`` may name a function ``(result, path, title)`` that draws it (the
+report writes ``<experiment>.<name>.png`` beside its table). An experiment lists the ones it shows (``measurements: [{name, params}]``);
 ``python -m repro.experiments`` runs each after the experiment's runs and writes it, with a
 manifest (config, executed-code fingerprint, commit, packages, machine, times), to
 ``<results>/runs/<tag>/measurements/<name>.json`` beside the runs, so it is promoted, compared
@@ -30,9 +31,12 @@ from repro.run import load_json
 
 MEASUREMENTS = Registry("measurement")
 MEASUREMENT_KEYS = {"name", "params"}
+MEASUREMENT_PLOTS: dict[str, Callable[[dict, Path, str], None]] = {}
 
 
-def register_measurement(name: str, config: type) -> Callable:
+def register_measurement(name: str, config: type, plot: Callable[[dict, Path, str], None] | None = None) -> Callable:
+    if plot is not None:
+        MEASUREMENT_PLOTS[name] = plot
     return MEASUREMENTS.register(name, config)
 
 
@@ -104,8 +108,14 @@ def load_measurement(run_root: Path, name: str) -> dict | None:
     return load_json(measurement_path(run_root, name))
 
 
-def measurement_lines(run_root: Path, names: list[str]) -> list[str]:
-    """Markdown sections for the report: one table per measurement, with where it was measured."""
+def measurement_lines(run_root: Path, names: list[str], plot_dir: Path | None = None,
+                      stem: str = "") -> list[str]:
+    """Markdown sections for the report: one table per measurement, with where it was measured, and
+    its plot (``<plot_dir>/<stem>.<name>.png``) where the measurement registered one."""
+    if plot_dir is not None:
+        from repro.registry import load_plugins
+
+        load_plugins()  # the measurements' modules register their plots
     lines: list[str] = []
     for name in names:
         m = load_measurement(run_root, name)
@@ -121,4 +131,8 @@ def measurement_lines(run_root: Path, names: list[str]) -> list[str]:
         lines += ["", "| " + " | ".join(r["columns"]) + " |", "|" + "---|" * len(r["columns"])]
         lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in r["rows"]]
         lines += [""] + [f"- {n}" for n in r["notes"]] if r["notes"] else []
+        if plot_dir is not None and name in MEASUREMENT_PLOTS:
+            png = f"{stem}.{name}.png"
+            MEASUREMENT_PLOTS[name](r, Path(plot_dir) / png, f"Measurement {name}")
+            lines += ["", f"![{name}]({png})"]
     return lines

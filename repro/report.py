@@ -396,7 +396,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
         from repro.measurements import measurement_lines
 
         sections = ["", "## Measured beside the runs"] + measurement_lines(
-            results_dir / "runs" / spec["name"], [m["name"] for m in spec["measurements"]])
+            results_dir / "runs" / spec["name"], [m["name"] for m in spec["measurements"]], results_dir, spec["name"])
     if report.get("kind") == "compression":
         from repro import compression_report as cr
 
@@ -500,7 +500,7 @@ def write_group_page(group: str, results_dir: Path | None = None) -> Path:
             lines += [f"Not run yet: `python -m repro.experiments {name}`.", ""]
             continue
         text = md.read_text().splitlines()
-        table_start = next((i for i, line in enumerate(text) if line.startswith("| row")), None)
+        table_start = next((i for i, line in enumerate(text) if line.startswith("| ")), None)
         checks = next((i for i, line in enumerate(text) if line == "## Checks"), len(text))
         claims = next((i for i, line in enumerate(text) if line == "## Claims"), None)
         lines += [f"Full table, checks and provenance: [`{name}.md`]({name}.md).", ""]

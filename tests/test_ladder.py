@@ -141,3 +141,14 @@ def test_a_rung_that_misses_the_target_trains_on_for_its_time_only(cache_root):
     assert missed.test_auc == plain.test_auc and missed.samples == plain.samples
     for (k, a), b in zip(plain_model.state_dict().items(), missed_model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_the_efficiency_page_carries_the_ladder_table_and_its_measurements(tmp_path):
+    from repro.report import write_group_page
+
+    (tmp_path / "hpc_ladder.md").write_text(
+        "# ladder\n\n- data set: world\n\n| model | seeds |\n|---|---|\n| DeepFM | 1 |\n\n## Measured beside the runs\n\n"
+        "### Measurement `hpc_ladder`\n\n| model · rung | x |\n|---|---|\n| deepfm · 0 naive | 1 |\n\n## Checks\n\n- c\n")
+    text = write_group_page("efficiency", tmp_path).read_text()
+    assert "| DeepFM | 1 |" in text and "| deepfm · 0 naive | 1 |" in text  # a standard report's table, then its measurements
+    assert "#### Measurement `hpc_ladder`" in text and "- data set" not in text and "- c" not in text

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from repro.errors import ConfigError
-from repro.measurements import MEASUREMENTS, measure, measurement_lines, measurement_path
+from repro.measurements import MEASUREMENTS, measure, measurement_lines, measurement_path, register_measurement
 
 CALLS: list[int] = []
 
@@ -23,6 +23,15 @@ class FakeConfig:
 def fake(cfg: FakeConfig) -> dict:
     CALLS.append(cfg.size)
     return {"columns": ["what", "ms"], "rows": [["a", f"{cfg.size:.1f}"]], "notes": ["a note"]}
+
+
+def plot_fake(result: dict, path, title: str) -> None:
+    path.write_text(f"{title}: {result['rows'][0][1]}")
+
+
+@register_measurement("plotted_for_tests", config=FakeConfig, plot=plot_fake)
+def plotted(cfg: FakeConfig) -> dict:
+    return {"columns": ["what", "ms"], "rows": [["b", f"{cfg.size}"]], "notes": []}
 
 
 @MEASUREMENTS.register("broken_for_tests", config=FakeConfig)
@@ -69,3 +78,13 @@ def test_apg_efficiency_compares_every_tower_with_the_static_mlp():
     assert rows["APG group K=2/2 P=4"]["params"] == rows["APG group K=2/2"]["params"]
     static = 12 * 8 + 8 + 8 * 6 + 6 + 6 + 1
     assert rows["static MLP"]["params"] == f"{static:,}"
+
+
+def test_a_measurement_with_a_plot_gets_it_drawn_beside_the_report(tmp_path):
+    measure("plotted_for_tests", {"size": 7}, tmp_path / "runs")
+    measure("fake_for_tests", None, tmp_path / "runs")
+    text = "\n".join(measurement_lines(tmp_path / "runs", ["plotted_for_tests", "fake_for_tests"], tmp_path, "exp"))
+    assert (tmp_path / "exp.plotted_for_tests.png").read_text() == "Measurement plotted_for_tests: 7"
+    assert "![plotted_for_tests](exp.plotted_for_tests.png)" in text
+    assert not (tmp_path / "exp.fake_for_tests.png").exists() and "exp.fake_for_tests.png" not in text
+    assert "exp.plotted" not in "\n".join(measurement_lines(tmp_path / "runs", ["plotted_for_tests"]))  # no plot_dir: no plot

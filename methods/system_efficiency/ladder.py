@@ -453,6 +453,66 @@ def run_rung(data: PreparedDataset, rows: RowDataset | None, cfg: LadderConfig, 
     return result, model
 
 
+# --------------------------------------------------------------------------- plots
+def _number(cell: str) -> float:
+    try:
+        return float(str(cell).replace(",", "").rstrip("%"))
+    except ValueError:
+        return float("nan")
+
+
+def plot_ladder(result: dict, path: Path, title: str) -> None:
+    """Per model, each trained rung's speed-up over rung 0: in samples/s and in time to target."""
+    from repro.plots import pyplot, save_figure
+
+    col = result["columns"].index
+    models: dict[str, list[list]] = {}
+    for row in result["rows"]:
+        model, rung = row[0].split(" · ", 1)
+        if not rung.startswith("7 "):  # storage rungs train nothing: their speed is rung 6's
+            models.setdefault(model, []).append([rung, _number(row[col("x rung 0")]),
+                                                 _number(row[col("x rung 0 (time to target)")])])
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), squeeze=False)
+    for ax, (model, rows) in zip(axes[0], models.items()):
+        y = np.arange(len(rows))
+        ax.barh(y - 0.2, [r[1] for r in rows], height=0.4, label="samples/s")
+        ax.barh(y + 0.2, [0 if math.isnan(r[2]) else r[2] for r in rows], height=0.4, label="time to target")
+        for i, r in enumerate(rows):
+            if math.isnan(r[2]):
+                ax.text(0.1, i + 0.2, "target not reached", va="center", fontsize=7)
+        ax.axvline(10, color="grey", ls=":", label="10x (issue 9's time-to-target goal)")
+        ax.axvline(30, color="tab:red", ls="--", label="~30x (the review)")
+        ax.set_yticks(y, [r[0] for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("speed-up over rung 0 (x)")
+        ax.set_title(model)
+        ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, title, path)
+
+
+def plot_batch_sweep(result: dict, path: Path, title: str) -> None:
+    """Test AUC minus the base batch's, against the batch, one line per scaling rule."""
+    from repro.plots import pyplot, save_figure
+
+    col = result["columns"].index
+    rules: dict[str, list[tuple[float, float]]] = {}
+    for row in result["rows"][1:]:
+        rules.setdefault(row[col("rule")], []).append((_number(row[col("batch")]), _number(row[col(f"AUC - {BASE_BATCH}")])))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for rule, points in rules.items():
+        ax.plot(*zip(*points), marker="o", label=rule)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axhspan(-0.001, 0.001, color="grey", alpha=0.2, label="within 0.001 (CowClip's claim)")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(max(-0.05, ax.get_ylim()[0]), 0.005)
+    ax.set_xlabel("batch (same sample budget)")
+    ax.set_ylabel(f"test AUC - batch {BASE_BATCH}'s")
+    ax.legend(fontsize=8)
+    save_figure(fig, title, path)
+
+
 # --------------------------------------------------------------------------- the measurement
 def open_world(cfg: LadderConfig) -> PreparedDataset:
     """The prepared world; a relative ``cache_root`` is the project's, as for runs, whatever the cwd."""
@@ -504,7 +564,7 @@ def ladder_table(results: list[RungResult], peak_flops: dict[bool, float], targe
     return {"rows": rows, "target": target}
 
 
-@register_measurement("hpc_ladder", config=LadderConfig)
+@register_measurement("hpc_ladder", config=LadderConfig, plot=plot_ladder)
 def hpc_ladder(cfg: LadderConfig) -> dict:
     """Every rung of the ladder for each of ``cfg.models`` on the world (module docstring)."""
     if not cfg.models:
@@ -578,7 +638,7 @@ SWEEP_RULES = {"linear": {"scaling": "linear"}, "cowclip": {"scaling": "cowclip"
                "cowclip, base L2": {"scaling": "cowclip", "l2_scaled": False}}
 
 
-@register_measurement("hpc_batch_sweep", config=BatchSweepConfig)
+@register_measurement("hpc_batch_sweep", config=BatchSweepConfig, plot=plot_batch_sweep)
 def hpc_batch_sweep(cfg: BatchSweepConfig) -> dict:
     """Test AUC after the same sample budget at each batch and scaling rule (``BatchSweepConfig``)."""
     unknown = [r for r in cfg.rules if r not in SWEEP_RULES]
@@ -617,3 +677,4 @@ def hpc_batch_sweep(cfg: BatchSweepConfig) -> dict:
         "CowClip's own table (DeepFM on Criteo, 10 epochs on a V100): 1K 80.86, 8K 80.97, 32K 80.95, 128K 80.90 AUC %",
     ]
     return {"columns": columns, "rows": rows, "notes": notes}
+
