@@ -12,6 +12,7 @@ import torch
 from methods.system_efficiency.ladder import (
     COWCLIP_ZETA,
     LadderConfig,
+    TrainingConfig,
     BatchSweepConfig,
     cowclip_,
     embedding_l2,
@@ -126,15 +127,16 @@ def test_the_batch_sweep_reports_every_batch_and_rule_against_the_base_batch(cac
 
 
 def test_a_rung_that_misses_the_target_trains_on_for_its_time_only(cache_root):
-    cfg = LadderConfig(models=["deepfm"], hidden_units=[16], scale="smoke", cache_root=str(cache_root), epochs=1,
-                       evals_per_epoch=2, target_patience=1.0, progress=False)
+    cfg = TrainingConfig(hidden_units=[16], scale="smoke", cache_root=str(cache_root), epochs=1, evals_per_epoch=2,
+                         progress=False)
     data = open_world(cfg)
     rung = ladder_rungs(2048, 4.0)[5]  # CowClip, base L2, at batch 2,048
     plain, plain_model = run_rung(data, None, cfg, "deepfm", rung)
-    missed, missed_model = run_rung(data, None, cfg, "deepfm", rung, target=0.99)  # out of reach
-    hit, _ = run_rung(data, None, cfg, "deepfm", rung, target=0.0)  # reached at the first check
+    missed, missed_model = run_rung(data, None, cfg, "deepfm", rung, target=0.99, patience=1.0)  # out of reach
+    hit, _ = run_rung(data, None, cfg, "deepfm", rung, target=0.0, patience=1.0)  # reached at the first check
     steps = data.num_rows("train") // 2048
-    assert plain.extra_samples == hit.extra_samples == 0 and plain.time_to(0.99) is None
+    assert plain.steps == missed.steps == steps and plain.extra_samples == hit.extra_samples == 0
+    assert plain.time_to(0.99) is None
     assert missed.extra_samples == steps * 2048 and missed.extra_s > 0 and missed.time_to(0.99) is None
     assert len(missed.curve) == 2 * len(plain.curve)  # checks went on through the extra epoch
     # the budget's figures and model, not the extension's

@@ -42,9 +42,9 @@ times the weight. The suite's embedding L2 is on the looked-up vectors, each occ
 by train rows / its value's count (``repro.embeddings``): an unbiased per-step estimate of that
 whole-table L2, but one that lands all of a rare row's decay on the few steps that touch it. There
 the rule's factor s multiplies a decay that already dwarfs the row's data gradient, which itself
-shrinks by s. Measured before this choice (DeepFM, batch 4,096, 2 epochs, compiled, bf16): test
-AUC 0.8128 with the rule against 0.8189 with the base L2 (0.8207 for batch 512). Both rungs stay
-in the table; the batch sweep (``hpc_batch_sweep``) shows the three rules at every batch.
+shrinks by s. The batch sweep (``hpc_batch_sweep``, results/hpc_ladder.md) shows the three rules
+at every batch: with CowClip's L2 the AUC falls 0.0036 already at 1,024, with the base L2 it
+holds there; both large-batch rungs stay in the ladder's table.
 
 What each rung reports: samples/s over its training time (data + compute, evaluations excluded),
 the split of that time into data, forward, backward and optimizer (each measured with
@@ -62,12 +62,12 @@ reports (speed, AUC, bytes, the model the storage rungs round) stays the budget'
 Choices the references leave open:
 - the base batch is 512 and the base learning rates are the suite's protocol (``lr`` 3e-3 for
   dense and embedding parameters, embedding L2 1e-4 on the looked-up vectors, no dense decay);
+  the global gradient-norm clip of the protocol is off on every rung (CowClip replaces it);
 - the large batch is 4,096 (8x): at 1.2M training rows a 16,384 batch leaves 73 steps an epoch,
-  146 in the 2-epoch budget, and no rule kept the AUC there (CowClip's own runs have 2,500 steps
-  at their largest batch: 10 epochs of ~250); the sweep shows 1,024 to 65,536;
+  146 in the 2-epoch budget, and no rule kept the AUC there (CowClip's own runs at 128K have some
+  3,000 steps: 10 epochs of ~300 on Criteo); the sweep shows 1,024 to 65,536;
 - CowClip's dense warm-up is linear over the first ``warmup_share`` (0.1) of the budget: their
   rule is one epoch of their ten, and one epoch of this ladder's two would be half the budget;
-  the global gradient-norm clip of the protocol is off on every rung (CowClip replaces it);
 - CowClip's clipping, per embedding row k touched by the batch (``clip.py`` of
   bytedance/LargeBatchCTR): clip_k = r * max(||w_k||, zeta) * cnt_k, g_k <- g_k * min(1, clip_k /
   ||g_k||), cnt_k the row's occurrences in the batch (read from the uncoalesced sparse gradient,
@@ -143,8 +143,9 @@ def ladder_rungs(large_batch: int, multi_hash_compression: float, compile: bool 
 
 
 @dataclass
-class LadderConfig:
-    models: list[str] = field(default_factory=lambda: ["deepfm", "dcnv2"])  # registered models, each climbs the ladder
+class TrainingConfig:
+    """What training one rung needs: the world, the model's size, the budget and the base rates."""
+
     hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
     dim: int = 16
     scale: str = "default"  # the world's scale
@@ -152,17 +153,22 @@ class LadderConfig:
     cache_root: str = "cache"
     epochs: float = 2.0  # the sample budget of every rung, in epochs of the training split
     evals_per_epoch: int = 4  # test-AUC checks per epoch (time to target)
-    target_slack: float = 0.001  # target = rung 0's final test AUC - this
-    target_patience: float = 1.0  # epochs a rung that missed the target at its budget trains on, until it reaches it
-    large_batch: int = 4096
     warmup_share: float = 0.1  # CowClip's dense warm-up, as a share of the budget (theirs: 1 of 10 epochs)
-    multi_hash_compression: float = 4.0
-    compile: bool = True  # false leaves the compiled rung out (and off the rungs above it)
     lr: float = 3e-3
     embedding_l2: float = 1e-4
     threads: int = 2
     seed: int = 0
     progress: bool = True
+
+
+@dataclass
+class LadderConfig(TrainingConfig):
+    models: list[str] = field(default_factory=lambda: ["deepfm", "dcnv2"])  # registered models, each climbs the ladder
+    target_slack: float = 0.001  # target = rung 0's final test AUC - this
+    target_patience: float = 1.0  # epochs a rung that missed the target at its budget trains on, until it reaches it
+    large_batch: int = 4096
+    multi_hash_compression: float = 4.0
+    compile: bool = True  # false leaves the compiled rung out (and off the rungs above it)
 
 
 # --------------------------------------------------------------------------- loaders
@@ -256,6 +262,7 @@ def store_tables_(model: CTRModel, storage: str) -> int:
 @dataclass
 class RungResult:
     rung: Rung
+    steps: int = 0  # the budget's optimizer steps
     samples: int = 0
     data_s: float = 0.0
     forward_s: float = 0.0
@@ -283,7 +290,7 @@ class RungResult:
         return next((t for t, _, a in self.curve if a >= target), None)
 
 
-def build_model(data: PreparedDataset, cfg: LadderConfig, name: str, rung: Rung) -> CTRModel:
+def build_model(data: PreparedDataset, cfg: TrainingConfig, name: str, rung: Rung) -> CTRModel:
     torch.manual_seed(cfg.seed)
     model = MODELS.build(name, {"name": name, "hidden_units": list(cfg.hidden_units)}, data.feature_map,
                          embedding={**rung.embedding, "dim": cfg.dim})
@@ -305,7 +312,7 @@ def embedding_l2(rung: Rung, l2: float) -> float:
     return l2 * (rung.batch_size / BASE_BATCH if rung.scaling == "cowclip" and rung.l2_scaled else 1.0)
 
 
-def make_optimizers(model: CTRModel, rung: Rung, cfg: LadderConfig) -> list[torch.optim.Optimizer]:
+def make_optimizers(model: CTRModel, rung: Rung, cfg: TrainingConfig) -> list[torch.optim.Optimizer]:
     """The tables' optimizers, then the dense one (last), at the rung's batch-size scaling rule."""
     dense_lr, emb_lr = learning_rates(rung, cfg.lr)
     layers = embedding_layers(model)
@@ -349,11 +356,11 @@ def store_rung(data: PreparedDataset, rung: Rung, trained: RungResult, trained_m
     return result
 
 
-def run_rung(data: PreparedDataset, rows: RowDataset | None, cfg: LadderConfig, name: str,
-             rung: Rung, target: float | None = None) -> tuple[RungResult, CTRModel]:
+def run_rung(data: PreparedDataset, rows: RowDataset | None, cfg: TrainingConfig, name: str,
+             rung: Rung, target: float | None = None, patience: float = 0.0) -> tuple[RungResult, CTRModel]:
     """Train a fresh model with the rung's settings for the sample budget; with a ``target`` test
-    AUC not reached by then, train on (up to ``cfg.target_patience`` epochs) until it is, for the
-    time-to-target only: speed, AUC and the returned model are the budget's."""
+    AUC not reached by then, train on (up to ``patience`` epochs) until it is, for the time to
+    target only: speed, AUC and the returned model are the budget's."""
     result = RungResult(rung)
     y_test = data.column("test", "label")
     model = build_model(data, cfg, name, rung)
@@ -363,7 +370,8 @@ def run_rung(data: PreparedDataset, rows: RowDataset | None, cfg: LadderConfig, 
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
     check_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
     warmup_steps = max(1, int(round(cfg.warmup_share * total_steps)))
-    extra_steps = int(round(cfg.target_patience * steps_per_epoch)) if target is not None else 0
+    result.steps = total_steps
+    extra_steps = int(round(patience * steps_per_epoch)) if target is not None else 0
     budget_state: dict[str, torch.Tensor] | None = None
     opts = make_optimizers(model, rung, cfg)
     l2 = embedding_l2(rung, cfg.embedding_l2)
@@ -514,7 +522,7 @@ def plot_batch_sweep(result: dict, path: Path, title: str) -> None:
 
 
 # --------------------------------------------------------------------------- the measurement
-def open_world(cfg: LadderConfig) -> PreparedDataset:
+def open_world(cfg: TrainingConfig) -> PreparedDataset:
     """The prepared world; a relative ``cache_root`` is the project's, as for runs, whatever the cwd."""
     cache_root = Path(cfg.cache_root) if Path(cfg.cache_root).is_absolute() else ROOT / cfg.cache_root
     source = SOURCES.get("world").factory(SOURCES.config("world", {"scale": cfg.scale}))
@@ -529,7 +537,7 @@ def run_ladder(cfg: LadderConfig, name: str, data: PreparedDataset, rows: RowDat
     for rung in ladder_rungs(cfg.large_batch, cfg.multi_hash_compression, cfg.compile):
         print(f"[ladder] {name}: {rung.name}", flush=True)
         if rung.storage == "fp32":
-            trained, trained_model = run_rung(data, rows, cfg, name, rung, target)
+            trained, trained_model = run_rung(data, rows, cfg, name, rung, target, cfg.target_patience)
             results.append(trained)
             target = trained.test_auc - cfg.target_slack if target is None else target
         else:
@@ -612,26 +620,14 @@ def hpc_ladder(cfg: LadderConfig) -> dict:
 
 # --------------------------------------------------------------------------- the batch sweep
 @dataclass
-class BatchSweepConfig:
+class BatchSweepConfig(TrainingConfig):
     """CowClip's claim (1K to 128K at equal AUC) on the world: the sparse rung (2) trained at each
     batch under each scaling rule for the same sample budget, beside the base batch."""
 
     model: str = "deepfm"
     batches: list[int] = field(default_factory=lambda: [1024, 4096, 16384, 65536])
     rules: list[str] = field(default_factory=lambda: ["linear", "cowclip", "cowclip, base L2"])
-    hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
-    dim: int = 16
-    scale: str = "default"
-    min_count: int = 2
-    cache_root: str = "cache"
-    epochs: float = 2.0
     evals_per_epoch: int = 1  # only the final AUC is reported
-    warmup_share: float = 0.1
-    lr: float = 3e-3
-    embedding_l2: float = 1e-4
-    threads: int = 2
-    seed: int = 0
-    progress: bool = True
 
 
 SWEEP_RULES = {"linear": {"scaling": "linear"}, "cowclip": {"scaling": "cowclip"},
@@ -646,22 +642,17 @@ def hpc_batch_sweep(cfg: BatchSweepConfig) -> dict:
         raise ConfigError(f"hpc_batch_sweep: rules must be among {sorted(SWEEP_RULES)} (got {unknown}) and batches "
                           f"non-empty")
     torch.set_num_threads(cfg.threads)
-    ladder = LadderConfig(models=[cfg.model], hidden_units=cfg.hidden_units, dim=cfg.dim, scale=cfg.scale,
-                          min_count=cfg.min_count, cache_root=cfg.cache_root, epochs=cfg.epochs,
-                          evals_per_epoch=cfg.evals_per_epoch, warmup_share=cfg.warmup_share, lr=cfg.lr,
-                          embedding_l2=cfg.embedding_l2, threads=cfg.threads, seed=cfg.seed, progress=cfg.progress)
-    data = open_world(ladder)
+    data = open_world(cfg)
     rows_per_epoch = data.num_rows("train")
     settings = [(BASE_BATCH, "base", Rung(f"{BASE_BATCH} base"))]
     settings += [(b, rule, Rung(f"{b} {rule}", batch_size=b, **SWEEP_RULES[rule])) for b in cfg.batches for rule in cfg.rules]
     rows, base_auc = [], None
     for batch, rule, rung in settings:
         print(f"[batch sweep] {cfg.model}: batch {batch:,}, {rule}", flush=True)
-        result, _ = run_rung(data, None, ladder, cfg.model, rung)
+        result, _ = run_rung(data, None, cfg, cfg.model, rung)
         base_auc = result.test_auc if base_auc is None else base_auc
         dense_lr, emb_lr = learning_rates(rung, cfg.lr)
-        steps = int(round(cfg.epochs * (rows_per_epoch // batch)))
-        rows.append([f"{rule} · {batch:,}", f"{batch:,}", rule, f"{steps:,}", f"{dense_lr:.4g}", f"{emb_lr:.4g}",
+        rows.append([f"{rule} · {batch:,}", f"{batch:,}", rule, f"{result.steps:,}", f"{dense_lr:.4g}", f"{emb_lr:.4g}",
                      f"{embedding_l2(rung, cfg.embedding_l2):.4g}", f"{result.samples_per_s:,.0f}",
                      f"{result.test_auc:.4f}", f"{result.test_auc - base_auc:+.4f}"])
     columns = ["rule · batch", "batch", "rule", "steps", "dense LR", "embedding LR", "embedding L2", "samples/s",
