@@ -138,10 +138,9 @@ def table_lines(s: pd.DataFrame, reference: str | None) -> list[str]:
 
 def pareto_plot(title: str, s: pd.DataFrame, df: pd.DataFrame, path: Path, reference: str | None) -> None:
     """Test AUC against stored embedding bytes (log x), one curve per scheme, seeds as dots."""
-    import matplotlib
+    from repro.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for curve, part in s.groupby("curve", sort=False):

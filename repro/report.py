@@ -341,10 +341,9 @@ def _mean_auc(table: dict, label: str, summary: pd.DataFrame, split: str) -> flo
 
 
 def plot(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+    from repro.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = list(summary.index)

@@ -11,9 +11,9 @@ import torch
 
 from methods.system_efficiency.ladder import (
     COWCLIP_ZETA,
+    BatchSweepConfig,
     LadderConfig,
     TrainingConfig,
-    BatchSweepConfig,
     cowclip_,
     embedding_l2,
     hpc_batch_sweep,
@@ -21,9 +21,10 @@ from methods.system_efficiency.ladder import (
     ladder_rungs,
     learning_rates,
     open_world,
-    run_rung,
     quantise_rows_,
+    run_rung,
 )
+from repro.errors import ConfigError
 
 
 def test_cowclip_clips_each_touched_row_to_r_times_its_weight_norm_times_its_count():
@@ -122,7 +123,7 @@ def test_the_batch_sweep_reports_every_batch_and_rule_against_the_base_batch(cac
     assert by["cowclip · 4,096"][col("embedding L2")] == "0.0008" and by["cowclip, base L2 · 4,096"][col("embedding L2")] == "0.0001"
     steps = {b: int(by[f"linear · {b}"][col("steps")].replace(",", "")) for b in ("1,024", "4,096")}
     assert steps["4,096"] == steps["1,024"] // 4 > 0  # one epoch of full batches
-    with pytest.raises(Exception, match="rules must be among"):
+    with pytest.raises(ConfigError, match="rules must be among"):
         hpc_batch_sweep(BatchSweepConfig(rules=["sqrt"], progress=False))
 
 
