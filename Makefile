@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # FORCE=1 reruns every experiment even when a done run with the same config exists.
 FORCE  ?= 0
-EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embedding_compression_large apg pcf_gnn hpc_ladder cascade_rdpr cascade_oracle cascade_creative
+EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embedding_compression_large apg pcf_gnn hpc_ladder hpc_ladder_large cascade_rdpr cascade_oracle cascade_creative
 
 # Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
 LOCAL  := reproduced

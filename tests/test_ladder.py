@@ -15,6 +15,7 @@ from methods.system_efficiency.ladder import (
     LadderConfig,
     TrainingConfig,
     cowclip_,
+    describe_world,
     embedding_l2,
     hpc_batch_sweep,
     hpc_ladder,
@@ -106,6 +107,10 @@ def test_a_smoke_climb_reports_every_rung_with_a_finite_auc(cache_root):
     assert abs(fp16 - hashed) < 2e-3 and math.isfinite(int8)
     model_mib = {row[0].split(" · ")[1]: float(row[result["columns"].index("model MiB")]) for row in result["rows"]}
     assert model_mib["7 int8 rows"] < model_mib["7 fp16 rows"] < model_mib["6 multi-hash embedding"]
+    ratio = {row[0].split(" · ")[1]: float(row[result["columns"].index("model x rung 0")]) for row in result["rows"]}
+    assert ratio["0 naive"] == 1.0
+    # MiB are shown to two decimals, so the ratio of the shown figures is close, not equal
+    assert ratio["7 int8 rows"] == pytest.approx(model_mib["7 int8 rows"] / model_mib["0 naive"], rel=0.06)
 
 
 def test_the_batch_sweep_reports_every_batch_and_rule_against_the_base_batch(cache_root):
@@ -155,3 +160,35 @@ def test_the_efficiency_page_carries_the_ladder_table_and_its_measurements(tmp_p
     text = write_group_page("efficiency", tmp_path).read_text()
     assert "| DeepFM | 1 |" in text and "| deepfm · 0 naive | 1 |" in text  # a standard report's table, then its measurements
     assert "#### Measurement `hpc_ladder`" in text and "- data set" not in text and "- c" not in text
+
+
+def test_world_keys_over_the_scale_reach_the_world_and_a_misspelt_one_is_an_error(cache_root):
+    def world(**keys):
+        cfg = TrainingConfig(scale="smoke", world=keys, cache_root=str(cache_root), progress=False)
+        return cfg, open_world(cfg)
+
+    _, base = world()
+    cfg, fewer_users = world(users=300)
+    users = lambda data: data.feature_map.field("user_id").vocab_size  # noqa: E731
+    assert users(fewer_users) <= 302 < users(base)  # 300 users at most, with padding and OOV
+    text = describe_world(cfg, fewer_users)
+    rows = sum(f.vocab_size for f in fewer_users.feature_map.categorical)
+    assert "users=300" in text and f"{rows:,} embedding rows" in text
+    with pytest.raises(ConfigError, match="userz"):
+        world(userz=300)
+
+
+def test_the_high_cardinality_ladder_and_its_run_name_the_same_world():
+    from repro.experiments import load_experiment
+    from repro.measurements import MEASUREMENTS
+
+    spec = load_experiment("hpc_ladder_large")
+    data = {}
+    for o in spec["overrides"]:
+        key, value = o.lstrip("+").split("=", 1)
+        if key.startswith("data."):
+            data[key[len("data."):]] = value
+    params = next(m["params"] for m in spec["measurements"] if m["name"] == "hpc_ladder")
+    cfg = MEASUREMENTS.config("hpc_ladder", params)
+    measured = {"scale": cfg.scale, "min_count": cfg.min_count, **cfg.world}
+    assert {k: str(v) for k, v in measured.items()} == data

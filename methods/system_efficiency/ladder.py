@@ -32,9 +32,14 @@ The rungs (``RUNGS``), as the issue orders them:
 
 Data-parallel training with DDP communication hooks (the issue's rung 8) is its own measurement,
 ``hpc_data_parallel`` (``data_parallel.py``): it runs the harness trainer, not this loop. A
-sharded-embedding rung (TorchRec) is not here yet; nor is the high-cardinality world on which
-sparse updates, multi-hash and quantisation matter (at the default world's ~1.9M embedding
-parameters the MLP dominates).
+sharded-embedding rung (TorchRec) is not here yet.
+
+Two worlds: the default one (``hpc_ladder``), where at ~1.9M embedding parameters the MLP
+dominates, and a high-cardinality variant with more than 10 million embedding rows
+(``hpc_ladder_large``: the config's ``world`` keys over the ``large`` scale), where a dense
+optimizer touches every row at every step and sparse updates, multi-hash and quantisation matter.
+Its sample budget is a small share of an epoch (rung 0's dense Adam takes about a second a step
+there), so its rungs are compared early in training, not at convergence.
 
 Why the climb continues from CowClip with the base L2: CowClip's L2 rule (lambda x s) is stated
 for a Keras regulariser on the whole table, applied at every step, so s times fewer steps need s
@@ -75,8 +80,8 @@ Choices the references leave open:
   cnt = 1, vectors as a whole; r = 1, zeta = 1e-5 (their Criteo setting), the weight-norm floor
   being r * sqrt(dim) * zeta as their ``train.py`` computes it;
 - every rung drops an epoch's last partial batch, so a compiled step never sees a new shape;
-- the data is the prepared default world (``scale``, ``min_count`` 2), read into memory once and
-  shared by every rung; evaluation uses the rung's own precision and casts the logit to fp32
+- the data is the prepared world (``scale`` and ``world``, ``min_count`` 2 by default), read into
+  memory once and shared by every rung; evaluation uses the rung's own precision and casts the logit to fp32
   before the sigmoid (a bf16 sigmoid ties many predictions).
 """
 
@@ -87,7 +92,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -149,6 +154,7 @@ class TrainingConfig:
     hidden_units: list[int] = field(default_factory=lambda: [256, 128, 64])
     dim: int = 16
     scale: str = "default"  # the world's scale
+    world: dict[str, Any] = field(default_factory=dict)  # world config keys over the scale's (a high-cardinality variant)
     min_count: int = 2
     cache_root: str = "cache"
     epochs: float = 2.0  # the sample budget of every rung, in epochs of the training split
@@ -525,9 +531,19 @@ def plot_batch_sweep(result: dict, path: Path, title: str) -> None:
 def open_world(cfg: TrainingConfig) -> PreparedDataset:
     """The prepared world; a relative ``cache_root`` is the project's, as for runs, whatever the cwd."""
     cache_root = Path(cfg.cache_root) if Path(cfg.cache_root).is_absolute() else ROOT / cfg.cache_root
-    source = SOURCES.get("world").factory(SOURCES.config("world", {"scale": cfg.scale}))
+    source = SOURCES.get("world").factory(SOURCES.config("world", {"scale": cfg.scale, **cfg.world}))
     return PreparedDataset(prepare(source, PrepareConfig(min_count=cfg.min_count, cache_root=str(cache_root)),
                                    verbose=cfg.progress))
+
+
+def describe_world(cfg: TrainingConfig, data: PreparedDataset) -> str:
+    """The world a table was measured on: its scale, the keys set over it, its size."""
+    over = ", ".join(f"{k}={v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k}={v}"
+                     for k, v in cfg.world.items())
+    rows = sum(f.vocab_size for f in data.feature_map.categorical)
+    return (f"world scale {cfg.scale}{f' with {over}' if over else ''}, min_count {cfg.min_count}: "
+            f"{data.num_rows('train'):,} training rows, {rows:,} embedding rows (every categorical field's "
+            "vocabulary with its padding and OOV rows)")
 
 
 def run_ladder(cfg: LadderConfig, name: str, data: PreparedDataset, rows: RowDataset) -> list[RungResult]:
@@ -561,6 +577,7 @@ def ladder_table(results: list[RungResult], peak_flops: dict[bool, float], targe
             f"{r.samples_per_s / base.samples_per_s:.2f}", f"{r.samples_per_s / previous.samples_per_s:.2f}",
             " / ".join(f"{100 * x / phases:.0f}" for x in (r.data_s, r.forward_s, r.backward_s, r.optimizer_s)),
             f"{r.peak_rss_mb:,.0f}" if r.peak_rss_mb else "–", f"{r.model_bytes / 2**20:.2f}",
+            f"{r.model_bytes / base.model_bytes:.3f}",
             f"{r.optimizer_bytes / 2**20:.2f}" if r.optimizer_bytes else "–",
             f"{100 * flop_share:.0f}%" if r.flops_per_step else "–",
             f"{r.test_auc:.4f}", f"{r.test_auc - base.test_auc:+.4f}",
@@ -591,10 +608,10 @@ def hpc_ladder(cfg: LadderConfig) -> dict:
                      f"{cfg.target_slack})" + (f"; compile time of the compiled rung (first two steps, not in its "
                      f"samples/s): {next(r for r in results if r.rung.compiled).compile_s:.1f} s" if cfg.compile else ""))
     columns = ["model · rung", "batch", "samples/s", "x rung 0", "x previous", "% data / fwd / bwd / opt",
-               "peak RSS MB", "model MiB", "optimizer MiB", "FLOP/s share", "test AUC", "AUC - rung 0", "time to target",
+               "peak RSS MB", "model MiB", "model x rung 0", "optimizer MiB", "FLOP/s share", "test AUC", "AUC - rung 0", "time to target",
                "x rung 0 (time to target)"]
     notes = [
-        f"hidden units {list(cfg.hidden_units)}, dim {cfg.dim}, world scale {cfg.scale}; every rung {cfg.epochs:g} "
+        f"hidden units {list(cfg.hidden_units)}, dim {cfg.dim}; {describe_world(cfg, data)}; every rung {cfg.epochs:g} "
         f"epochs of the training split (full batches only), seed {cfg.seed}, {cfg.threads} threads; test AUC "
         f"checked {cfg.evals_per_epoch} times per epoch; times exclude evaluation; a rung that has not reached the "
         f"target at its budget trains on, up to {cfg.target_patience:g} more epoch(s), until it does: only its time to "
@@ -643,7 +660,6 @@ def hpc_batch_sweep(cfg: BatchSweepConfig) -> dict:
                           f"non-empty")
     torch.set_num_threads(cfg.threads)
     data = open_world(cfg)
-    rows_per_epoch = data.num_rows("train")
     settings = [(BASE_BATCH, "base", Rung(f"{BASE_BATCH} base"))]
     settings += [(b, rule, Rung(f"{b} {rule}", batch_size=b, **SWEEP_RULES[rule])) for b in cfg.batches for rule in cfg.rules]
     rows, base_auc = [], None
@@ -658,7 +674,7 @@ def hpc_batch_sweep(cfg: BatchSweepConfig) -> dict:
     columns = ["rule · batch", "batch", "rule", "steps", "dense LR", "embedding LR", "embedding L2", "samples/s",
                "test AUC", f"AUC - {BASE_BATCH}"]
     notes = [
-        f"{cfg.model} {list(cfg.hidden_units)}, dim {cfg.dim}, world scale {cfg.scale} ({rows_per_epoch:,} training rows); "
+        f"{cfg.model} {list(cfg.hidden_units)}, dim {cfg.dim}; {describe_world(cfg, data)}; "
         f"every row {cfg.epochs:g} epochs (full batches only), rung 2's settings (columnar loader, sparse row "
         f"updates, fp32, not compiled), seed {cfg.seed}, {cfg.threads} threads",
         f"rules, s = batch / {BASE_BATCH}: linear scales both LRs by s; cowclip is CowClip's (dense LR x sqrt(s), "
