@@ -54,14 +54,20 @@ clean-cache:
 # PEERS_REPORT=.peers/peers-smoke.md is a quick check; PEERS_ROWS=N caps the training rows.
 # PEERS_CRITEO=N trains on a generated Criteo-format file of N lines instead of the world
 # (reczoo's Criteo_x4 layout, each library's own Criteo preprocessing) -> results/peers_criteo.md.
+# PEERS_VARIANT=highcard exports a named variant of the world (peers/export.py: VARIANTS; issue 9's
+# 10M+ embedding rows) -> results/peers_highcard.md, with FuxiCTR, adrepro's lazy SparseAdam and
+# adrepro's dense Adam at seed 0 (FuxiCTR's and adrepro's dense epochs take ~15 min each there).
+# PEERS_LIBS and PEERS_SEEDS choose the runs.
 PEERS        := .peers
 PEERS_SCALE  ?= default
 PEERS_ROWS   ?= 0
 PEERS_CRITEO ?= 0
+PEERS_VARIANT ?=
 PEERS_IS_CRITEO := $(filter-out 0,$(PEERS_CRITEO))
-PEERS_REPORT ?= $(if $(PEERS_IS_CRITEO),results/peers_criteo.md,results/peers.md)
-PEERS_NAME   := $(if $(PEERS_IS_CRITEO),criteo-rows$(PEERS_CRITEO),world-$(PEERS_SCALE)$(if $(filter-out 0,$(PEERS_ROWS)),-rows$(PEERS_ROWS)))
-PEERS_EXPORT := $(if $(PEERS_IS_CRITEO),--criteo-rows $(PEERS_CRITEO),--scale $(PEERS_SCALE) --max-train-rows $(PEERS_ROWS))
+PEERS_REPORT ?= $(if $(PEERS_IS_CRITEO),results/peers_criteo.md,$(if $(PEERS_VARIANT),results/peers_$(PEERS_VARIANT).md,results/peers.md))
+PEERS_WORLD  := $(if $(PEERS_VARIANT),$(PEERS_VARIANT),$(PEERS_SCALE))
+PEERS_NAME   := $(if $(PEERS_IS_CRITEO),criteo-rows$(PEERS_CRITEO),world-$(PEERS_WORLD)$(if $(filter-out 0,$(PEERS_ROWS)),-rows$(PEERS_ROWS)))
+PEERS_EXPORT := $(if $(PEERS_IS_CRITEO),--criteo-rows $(PEERS_CRITEO),$(if $(PEERS_VARIANT),--variant $(PEERS_VARIANT),--scale $(PEERS_SCALE)) --max-train-rows $(PEERS_ROWS))
 PEERS_DATA   := $(PEERS)/data/$(PEERS_NAME)
 PEERS_OUT    := $(PEERS)/out/$(PEERS_NAME)
 PEERS_ENV    := OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 POLARS_MAX_THREADS=2
@@ -91,17 +97,21 @@ endef
 # Seed 0 is the comparison; seeds 1 and 2 give the spread of AUC and speed. Besides the three
 # libraries: adrepro with its own protocol's lazy SparseAdam on the tables, and adrepro with
 # FuxiCTR's initialisation (the one setting each library keeps its own default for).
-PEERS_SEEDS ?= 0 1 2
-$(foreach seed,$(PEERS_SEEDS),\
-  $(eval $(call PEERS_RUN,fuxictr,$(seed),peers/run_fuxictr.py $(PEERS)/venv-fuxictr/.installed,\
-    $(PEERS)/venv-fuxictr/bin/python -m peers.run_fuxictr))\
-  $(eval $(call PEERS_RUN,deepctr,$(seed),peers/run_deepctr.py $(PEERS)/venv-deepctr/.installed,\
-    $(PEERS)/venv-deepctr/bin/python -m peers.run_deepctr))\
-  $(eval $(call PEERS_RUN,adrepro,$(seed),peers/run_adrepro.py $(STAMP),$(PY) -m peers.run_adrepro))\
-  $(eval $(call PEERS_RUN,adrepro_sparse,$(seed),peers/run_adrepro.py $(STAMP),\
-    $(PY) -m peers.run_adrepro --embedding-optimizer sparse_adam))\
-  $(eval $(call PEERS_RUN,adrepro_fuxictr_init,$(seed),peers/run_adrepro.py $(STAMP),\
-    $(PY) -m peers.run_adrepro --init fuxictr)))
+PEERS_SEEDS ?= $(if $(PEERS_VARIANT),0,0 1 2)
+PEERS_LIBS  ?= $(if $(PEERS_VARIANT),fuxictr adrepro_sparse adrepro,fuxictr deepctr adrepro adrepro_sparse adrepro_fuxictr_init)
+PEERS_DEPS_fuxictr := peers/run_fuxictr.py $(PEERS)/venv-fuxictr/.installed
+PEERS_CMD_fuxictr  := $(PEERS)/venv-fuxictr/bin/python -m peers.run_fuxictr
+PEERS_DEPS_deepctr := peers/run_deepctr.py $(PEERS)/venv-deepctr/.installed
+PEERS_CMD_deepctr  := $(PEERS)/venv-deepctr/bin/python -m peers.run_deepctr
+PEERS_DEPS_adrepro := peers/run_adrepro.py $(STAMP)
+PEERS_CMD_adrepro  := $(PY) -m peers.run_adrepro
+PEERS_DEPS_adrepro_sparse := $(PEERS_DEPS_adrepro)
+PEERS_CMD_adrepro_sparse  := $(PY) -m peers.run_adrepro --embedding-optimizer sparse_adam
+PEERS_DEPS_adrepro_fuxictr_init := $(PEERS_DEPS_adrepro)
+PEERS_CMD_adrepro_fuxictr_init  := $(PY) -m peers.run_adrepro --init fuxictr
+$(foreach seed,$(PEERS_SEEDS),$(foreach lib,$(PEERS_LIBS),\
+  $(if $(PEERS_CMD_$(lib)),,$(error PEERS_LIBS: unknown run '$(lib)'; known: fuxictr deepctr adrepro adrepro_sparse adrepro_fuxictr_init))\
+  $(eval $(call PEERS_RUN,$(lib),$(seed),$(PEERS_DEPS_$(lib)),$(PEERS_CMD_$(lib))))))
 
 $(PEERS_REPORT): $(PEERS_RUNS) peers/report.py
 	$(PY) -m peers.report --data $(PEERS_DATA) --runs $(PEERS_OUT) --out $@

@@ -46,6 +46,13 @@ PREDICTIONS = "y_pred.npy"  # test-split click probabilities, float64, in the or
 LABELS = "y_true.npy"  # the test labels each runner saw beside its predictions
 
 
+def run_settings(meta: dict, seed: int) -> dict:
+    """SETTINGS as one run uses them: its training seed, and the export's ``min_count`` where the
+    export names one (a variant of the world may ask every library for its own threshold)."""
+    min_count = meta.get("min_count")
+    return {**SETTINGS, "seed": seed, "min_count": SETTINGS["min_count"] if min_count is None else int(min_count)}
+
+
 def load_meta(data_dir: str | Path) -> dict:
     path = Path(data_dir) / META
     if not path.exists():
@@ -76,10 +83,11 @@ class Clock:
         return time.perf_counter() - self.t0
 
 
-def write_result(out_dir: str | Path, result: dict) -> None:
-    """Write ``result.json`` last, atomically: its presence means the run finished."""
+def write_result(out_dir: str | Path, result: dict, settings: dict | None = None) -> None:
+    """Write ``result.json`` last, atomically: its presence means the run finished. ``settings``:
+    what the run used (``run_settings``; None: SETTINGS)."""
     out = Path(out_dir)
-    result = {"python": platform.python_version(), "settings": SETTINGS, **result}
+    result = {"python": platform.python_version(), "settings": settings or SETTINGS, **result}
     tmp = out / (RESULT + ".tmp")
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     tmp.replace(out / RESULT)

@@ -31,6 +31,13 @@ source with ``split: files``. Each library then applies its own Criteo preproces
 bucketed by floor(ln(x)^2), missing integers filled with 0 as FuxiCTR's ``fill_na: 0``).
 
     python -m peers.export --criteo-rows 1000000 --out .peers/data/criteo-rows1000000
+
+``--variant highcard`` exports a named variant of the world instead (``VARIANTS``): world keys over
+a scale plus the ``min_count`` every library then uses (written into ``meta.json``; the runners
+read it there). ``highcard`` is issue 9's high-cardinality comparison: more than 10 million
+embedding rows, where FuxiCTR's dense Adam touches every row at every step.
+
+    python -m peers.export --variant highcard --out .peers/data/world-highcard
 """
 
 from __future__ import annotations
@@ -54,6 +61,37 @@ from peers.common import META, SPLITS, TRUTH, csv_path
 from repro.registry import SOURCES, load_plugins
 
 TRUTH_COLUMN = "p_click"  # the world's true click probability of each test row (never given to a model)
+
+
+# Named variants of the world for the peers comparison: ``scale`` and world keys (validated by the
+# world's own config, so a misspelt key is an error), and the vocabulary ``min_count`` the export
+# asks of every library.
+#
+# ``highcard``: the fewest training rows that still give >= 10M embedding rows, so that FuxiCTR's
+# one epoch of dense Adam (about 1.3 s a step at this size) stays near a quarter of an hour. Every
+# shown row should bring new ids: pools far larger than the draws (10M users, 5M queries, 10M ads
+# with 8 creatives each, 10M campaigns, 5M shops, 2M brands), flat popularity (zipf 0.3) and
+# min_count 1, so every training value gets its own row. 700k requests = 2.8M training rows.
+# Flatter and smaller than ``conf/experiment/hpc_ladder_large.yaml``'s world (12M training rows,
+# whose FuxiCTR epoch would take about 70 minutes); shallower too: zipf 0.3 leaves most ids seen
+# once, so the test AUC rests on the context, category and position fields.
+VARIANTS: dict[str, dict] = {
+    "highcard": {
+        "scale": "large",
+        "min_count": 1,
+        "world": {"requests": 700_000, "random_requests": 0, "users": 10_000_000, "queries": 5_000_000,
+                  "ads": 10_000_000, "creatives_per_ad": 8, "campaigns": 10_000_000, "shops": 5_000_000,
+                  "brands": 2_000_000, "zipf": 0.3},
+    },
+}
+
+
+def variant_source(name: str, seed: int = 0):
+    """The world of a named variant (``VARIANTS``); an unknown name is an error naming the known ones."""
+    if name not in VARIANTS:
+        raise SystemExit(f"export: unknown variant {name!r}; known: {', '.join(sorted(VARIANTS))}")
+    v = VARIANTS[name]
+    return world_source(v["scale"], seed, **v["world"])
 
 
 def world_source(scale: str = "default", seed: int = 0, **overrides):
@@ -82,9 +120,11 @@ def built_aside(out: Path) -> Iterator[Path]:
     tmp.rename(out)
 
 
-def export(source, out: str | Path, max_train_rows: int | None = None, verbose: bool = True) -> dict:
+def export(source, out: str | Path, max_train_rows: int | None = None, verbose: bool = True,
+           min_count: int | None = None, variant: str | None = None) -> dict:
     """Write ``<out>/{train,valid,test}.csv``, ``<out>/test_p_click.npy`` and ``<out>/meta.json`` (last, so a folder with a
-    meta.json is complete); returns the meta. Built in a temporary sibling and renamed."""
+    meta.json is complete); returns the meta. Built in a temporary sibling and renamed. ``min_count``
+    (None: the shared setting) is the vocabulary threshold the runners read from the meta."""
     out = Path(out)
     started = time.perf_counter()
     fields = exported_fields(source)
@@ -108,6 +148,8 @@ def export(source, out: str | Path, max_train_rows: int | None = None, verbose: 
             "rows": rows,
             "positives": positives,
             "max_train_rows": max_train_rows,
+            "variant": variant,
+            "min_count": min_count,
             "format": "csv (comma, header, integers)",
             "seconds": round(time.perf_counter() - started, 2),
         }
@@ -215,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scale", default="default", help="the world's scale: smoke | default | large")
     ap.add_argument("--seed", type=int, default=0, help="the world's seed")
     ap.add_argument("--max-train-rows", type=int, default=0, help="keep only the first N training rows (0: all)")
+    ap.add_argument("--variant", default="", help=f"a named variant of the world instead of --scale: "
+                    f"{' | '.join(VARIANTS)}")
     ap.add_argument("--criteo-rows", type=int, default=0,
                     help="export a generated Criteo-format file of N lines instead of the world (0: the world)")
     ap.add_argument("--out", required=True)
@@ -224,8 +268,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"export: {meta['rows']} rows of {len(meta['fields'])} fields in {meta['seconds']} s -> {args.out}",
               file=sys.stderr)
         return
-    source = world_source(args.scale, args.seed)
-    meta = export(source, args.out, args.max_train_rows or None)
+    if args.variant:
+        source = variant_source(args.variant, args.seed)
+        meta = export(source, args.out, args.max_train_rows or None, min_count=VARIANTS[args.variant]["min_count"],
+                      variant=args.variant)
+    else:
+        meta = export(world_source(args.scale, args.seed), args.out, args.max_train_rows or None)
     print(f"export: {meta['rows']} rows of {len(meta['fields'])} fields in {meta['seconds']} s -> {args.out}",
           file=sys.stderr)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from peers.common import SETTINGS, LABELS, PREDICTIONS, Clock, fresh_dir, load_meta, max_rss_mb, set_threads, write_result
+from peers.common import LABELS, PREDICTIONS, SETTINGS, Clock, fresh_dir, load_meta, max_rss_mb, run_settings, set_threads, write_result
 
 
 INITS = {
@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", default="adrepro", choices=tuple(INITS),
                     help="adrepro's own initialisation, or FuxiCTR's (an ablation of the one setting left to each library)")
     args = ap.parse_args(argv)
-    s = {**SETTINGS, "seed": args.seed}
-    set_threads(s["threads"])
+    set_threads(SETTINGS["threads"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = load_meta(args.data)
+    s = run_settings(meta, args.seed)
 
     from repro.data.dataset import PreparedDataset
     from repro.data.prepare import PrepareConfig, prepare
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         "ru_maxrss_after_preprocess_mb": round(rss_after_preprocess, 1),
         "ru_maxrss_mb": round(max_rss_mb(), 1),
         "threads": torch.get_num_threads(),
-    })
+    }, settings=s)
 
 
 if __name__ == "__main__":

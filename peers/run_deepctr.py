@@ -30,7 +30,7 @@ import random
 import time
 from pathlib import Path
 
-from peers.common import LABELS, PREDICTIONS, SETTINGS, SPLITS, Clock, csv_path, load_meta, max_rss_mb, set_threads, write_result
+from peers.common import LABELS, PREDICTIONS, SETTINGS, SPLITS, Clock, csv_path, load_meta, max_rss_mb, run_settings, set_threads, write_result
 
 
 def _no_version_check() -> None:
@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=SETTINGS["seed"], help="the training seed")
     args = ap.parse_args(argv)
-    s = {**SETTINGS, "seed": args.seed}
-    set_threads(s["threads"])
+    set_threads(SETTINGS["threads"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = load_meta(args.data)
+    s = run_settings(meta, args.seed)
     fields, label = meta["fields"], meta["label"]
 
     import numpy as np
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         "ru_maxrss_after_preprocess_mb": round(rss_after_preprocess, 1),
         "ru_maxrss_mb": round(max_rss_mb(), 1),
         "threads": torch.get_num_threads(),
-    })
+    }, settings=s)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import os
 import time
 from pathlib import Path
 
-from peers.common import LABELS, PREDICTIONS, SETTINGS, Clock, csv_path, fresh_dir, load_meta, max_rss_mb, set_threads, write_result
+from peers.common import LABELS, PREDICTIONS, SETTINGS, Clock, csv_path, fresh_dir, load_meta, max_rss_mb, run_settings, set_threads, write_result
 
 
 def build_model_class():
@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=SETTINGS["seed"], help="the training seed (Ray's shuffle takes none)")
     args = ap.parse_args(argv)
-    s = {**SETTINGS, "seed": args.seed}
-    set_threads(s["threads"])
+    set_threads(SETTINGS["threads"])
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     meta = load_meta(args.data)
+    s = run_settings(meta, args.seed)
     fields, label = meta["fields"], meta["label"]
     logging.basicConfig(level=logging.WARNING, format="fuxictr: %(message)s")
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         "ru_maxrss_after_preprocess_mb": round(rss_after_preprocess, 1),
         "ru_maxrss_mb": round(max_rss_mb(), 1),
         "threads": torch.get_num_threads(),
-    })
+    }, settings=s)
     ray.shutdown()
 
 

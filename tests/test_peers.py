@@ -103,3 +103,60 @@ def pa_concat(chunks):
     import pyarrow as pa
 
     return pa.concat_tables(list(chunks))
+
+
+# -- the high-cardinality variant (issue 9) and the settings each run records -------------------
+
+def test_a_variant_sets_the_world_keys_and_every_librarys_min_count(tmp_path, monkeypatch):
+    from peers import export as peers_export
+    from peers.common import SETTINGS, load_meta, run_settings
+
+    monkeypatch.setitem(peers_export.VARIANTS, "tiny", {"scale": "smoke", "min_count": 1,
+                                                        "world": {"requests": 3000, "zipf": 0.5}})
+    peers_export.main(["--variant", "tiny", "--out", str(tmp_path / "tiny")])
+    meta = load_meta(tmp_path / "tiny")
+    assert meta["variant"] == "tiny" and meta["min_count"] == 1
+    assert meta["source_config"]["requests"] == 3000 and meta["source_config"]["zipf"] == 0.5
+    assert meta["rows"]["train"] < world().expected_rows("train")  # fewer requests than the smoke world's
+    assert run_settings(meta, 2) == {**SETTINGS, "seed": 2, "min_count": 1}
+    plain = export(world(), tmp_path / "plain", max_train_rows=10, verbose=False)
+    assert plain["min_count"] is None and run_settings(plain, 0) == SETTINGS
+    with pytest.raises(SystemExit, match="unknown variant 'nope'.*highcard"):
+        peers_export.main(["--variant", "nope", "--out", str(tmp_path / "nope")])
+
+
+def test_the_highcard_variant_names_valid_world_keys():
+    from peers.export import VARIANTS
+    from repro.registry import SOURCES, load_plugins
+
+    load_plugins()
+    v = VARIANTS["highcard"]
+    cfg = SOURCES.config("world", {"scale": v["scale"], **v["world"]})  # a misspelt key raises here
+    assert cfg.users >= 10_000_000 and v["min_count"] == 1
+
+
+def _run(auc: float, samples_per_s: float, rows: int, min_count: int = 1) -> dict:
+    from peers.common import SETTINGS
+
+    return {"auc": auc, "result": {"train_samples_per_s": samples_per_s, "vocab_sizes": {"a": rows - 5, "b": 5},
+                                   "settings": {**SETTINGS, "min_count": min_count}}}
+
+
+def test_issue_9_target_is_judged_on_speed_and_auc_only_at_10m_rows():
+    from peers.report import highcard_lines, used_settings
+
+    def verdict(fux, best, rows=12_000_000):
+        text = "\n".join(highcard_lines({"fuxictr": {0: _run(*fux, rows)}, "adrepro_sparse": {0: _run(*best, rows)},
+                                         "adrepro": {0: _run(best[0], fux[1] * 1.5, rows)}}))
+        return text
+
+    assert "**holds**" in verdict((0.700, 1000.0), (0.7015, 6000.0))
+    assert "6.0x" in verdict((0.700, 1000.0), (0.7015, 6000.0))
+    assert "**does not hold**" in verdict((0.700, 1000.0), (0.7015, 4000.0))  # too slow
+    assert "**does not hold**" in verdict((0.700, 1000.0), (0.6975, 9000.0))  # fast, but 0.0025 lower AUC
+    assert verdict((0.700, 1000.0), (0.700, 9000.0), rows=9_999_999) == ""  # not a high-cardinality world
+    runs = {"fuxictr": {0: _run(0.7, 1.0, 10)}, "adrepro": {0: _run(0.7, 1.0, 10)}}
+    assert used_settings(runs)["min_count"] == 1
+    runs["adrepro"][1] = _run(0.7, 1.0, 10, min_count=2)
+    with pytest.raises(SystemExit, match="different settings"):
+        used_settings(runs)
