@@ -93,9 +93,30 @@ class Job:
     estimate_s: float  # the reference run's wall time, or an average when there is none
 
 
+def reference_seconds(run_dir: Path, label: str, reference_root: Path | None = None) -> float:
+    """The wall time of this run in the committed reference (``results/``), for the ETA: the run
+    of the same config if the reference has it, else the newest finished run there of the same
+    label and seed (a config change renames the run folder but rarely changes its time much);
+    0 when the reference has neither."""
+    from repro.run import load_json
+
+    reference = (reference_root or ROOT / "results") / run_dir.relative_to(run_dir.parents[3])
+    others = []
+    for other in reference.parents[1].glob(f"{reference.parent.name.rsplit('-', 1)[0]}-*/{reference.name}"):
+        manifest = load_json(other / "manifest.json") or {}
+        if other != reference and manifest.get("status") == "done" and manifest.get("label") == label:
+            others.append((manifest.get("finished", ""), other))
+    for where in [reference, *(o for _, o in sorted(others, reverse=True))]:
+        prof = (load_json(where / "metrics.json") or {}).get("profile", {})
+        seconds = prof.get("run_wall_seconds") or (prof.get("train_seconds", 0) + prof.get("eval_seconds", 0))
+        if seconds:
+            return float(seconds)
+    return 0.0
+
+
 def plan(names: list[str], force: bool = False, extra: list[str] = (), results_dir: str | None = None) -> list[Job]:
     """Every run of the named experiments, composed, with what is stale and an estimate of its time."""
-    from repro.run import load_json, resolve, staleness
+    from repro.run import resolve, staleness
 
     jobs = []
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -109,11 +130,8 @@ def plan(names: list[str], force: bool = False, extra: list[str] = (), results_d
                         raise ConfigError(f"experiment {name!r}, run {run['label']!r}: {e}") from e
                     resolved = resolve(cfg)
                     reasons = ["forced"] if force else staleness(resolved)
-                    reference = ROOT / "results" / resolved.run_dir.relative_to(resolved.run_dir.parents[3])
-                    metrics = load_json(reference / "metrics.json") or {}
-                    prof = metrics.get("profile", {})
-                    estimate = prof.get("run_wall_seconds") or (prof.get("train_seconds", 0) + prof.get("eval_seconds", 0))
-                    jobs.append(Job(name, run["label"], seed, cfg, resolved.run_dir, reasons, float(estimate or 0)))
+                    estimate = reference_seconds(resolved.run_dir, run["label"])
+                    jobs.append(Job(name, run["label"], seed, cfg, resolved.run_dir, reasons, estimate))
     known = [j.estimate_s for j in jobs if j.estimate_s > 0]
     for j in jobs:
         if j.estimate_s <= 0:

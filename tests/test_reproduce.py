@@ -77,3 +77,23 @@ def test_verify_reruns_one_run_and_agrees(reference, tmp_path, capsys):
     assert verify(run_dir, local=tmp_path / "local") == 0
     out = capsys.readouterr().out
     assert "overall: identical" in out
+
+
+def test_the_eta_takes_the_reference_time_of_the_same_config_else_of_the_same_label(tmp_path):
+    from repro.experiments import reference_seconds
+
+    def committed(folder: str, label: str, finished: str, seconds: float, status: str = "done") -> None:
+        d = tmp_path / "runs" / "exp" / folder / "seed0"
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text(json.dumps({"label": label, "status": status, "finished": finished}))
+        (d / "metrics.json").write_text(json.dumps({"profile": {"run_wall_seconds": seconds}}))
+
+    committed("Full-old1", "Full", "2026-11-01", 100.0)
+    committed("Full-old2", "Full", "2026-11-20", 200.0)  # the newest finished run of the label
+    committed("Full-old3", "Full", "2026-11-30", 900.0, status="failed")
+    committed("Full-x-old4", "Full-x", "2026-12-01", 50.0)  # another label whose folder starts alike
+    local = tmp_path / "reproduced" / "runs" / "exp"
+    assert reference_seconds(local / "Full-new" / "seed0", "Full", tmp_path) == 200.0
+    assert reference_seconds(local / "Full-old1" / "seed0", "Full", tmp_path) == 100.0  # same config
+    assert reference_seconds(local / "Full-new" / "seed1", "Full", tmp_path) == 0.0  # no such seed
+    assert reference_seconds(local / "QR-new" / "seed0", "QR", tmp_path) == 0.0
