@@ -17,6 +17,13 @@ SETTINGS = {"batch_size": 1000, "epochs": 1, "threads": 2, "progress": False}
 MODEL = {"name": "deepfm", "hidden_units": [32, 16], "dropout": 0.0}  # no dropout: ranks draw their own
 
 
+@pytest.fixture(autouse=True)
+def _torchrun_tmp(tmp_path, monkeypatch):
+    """torchrun's agent leaves a ``torchelastic_*`` folder in the temporary directory per launch:
+    keep them in the test's own folder (the workers inherit the environment) rather than /tmp."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def _run(run_config, **train):
     cfg = {**run_config(**{**SETTINGS, **train}), "model": MODEL}
     execute(cfg)
