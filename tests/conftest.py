@@ -67,6 +67,13 @@ def run_config(tmp_path, cache_root):
 
 
 @pytest.fixture
+def torchrun_tmp(tmp_path, monkeypatch) -> None:
+    """torchrun's agent leaves a ``torchelastic_*`` folder in the temporary directory per launch:
+    keep them in the test's own folder (the workers inherit the environment) rather than /tmp."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
+@pytest.fixture
 def bytes_read(monkeypatch) -> list[int]:
     """Counts the bytes every ``open``ed file hands out while the test runs (``monkeypatch.undo()``
     stops counting): how a reader's fingerprint is shown to sample a file, not read it whole."""

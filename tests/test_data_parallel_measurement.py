@@ -8,6 +8,8 @@ import pytest
 from repro.errors import ConfigError
 from repro.measurements import MEASUREMENTS
 
+pytestmark = pytest.mark.usefixtures("torchrun_tmp")
+
 
 def test_two_processes_learn_what_one_learns_and_dense_tables_send_more(cache_root):
     cfg = MEASUREMENTS.config("hpc_data_parallel", {

@@ -15,13 +15,7 @@ from repro.run import execute, resolve
 
 SETTINGS = {"batch_size": 1000, "epochs": 1, "threads": 2, "progress": False}
 MODEL = {"name": "deepfm", "hidden_units": [32, 16], "dropout": 0.0}  # no dropout: ranks draw their own
-
-
-@pytest.fixture(autouse=True)
-def _torchrun_tmp(tmp_path, monkeypatch):
-    """torchrun's agent leaves a ``torchelastic_*`` folder in the temporary directory per launch:
-    keep them in the test's own folder (the workers inherit the environment) rather than /tmp."""
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+pytestmark = pytest.mark.usefixtures("torchrun_tmp")
 
 
 def _run(run_config, **train):
