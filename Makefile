@@ -56,7 +56,7 @@ clean-cache:
 # (reczoo's Criteo_x4 layout, each library's own Criteo preprocessing) -> results/peers_criteo.md.
 # PEERS_VARIANT=highcard exports a named variant of the world (peers/export.py: VARIANTS; issue 9's
 # 10M+ embedding rows) -> results/peers_highcard.md, with FuxiCTR, adrepro's lazy SparseAdam and
-# adrepro's dense Adam at seed 0 (FuxiCTR's and adrepro's dense epochs take ~15 min each there).
+# adrepro's dense Adam at seeds 0 and 1 (FuxiCTR's and adrepro's dense epochs take ~15 min each there).
 # PEERS_LIBS and PEERS_SEEDS choose the runs.
 PEERS        := .peers
 PEERS_SCALE  ?= default
@@ -97,7 +97,7 @@ endef
 # Seed 0 is the comparison; seeds 1 and 2 give the spread of AUC and speed. Besides the three
 # libraries: adrepro with its own protocol's lazy SparseAdam on the tables, and adrepro with
 # FuxiCTR's initialisation (the one setting each library keeps its own default for).
-PEERS_SEEDS ?= $(if $(PEERS_VARIANT),0,0 1 2)
+PEERS_SEEDS ?= $(if $(PEERS_VARIANT),0 1,0 1 2)
 PEERS_LIBS  ?= $(if $(PEERS_VARIANT),fuxictr adrepro_sparse adrepro,fuxictr deepctr adrepro adrepro_sparse adrepro_fuxictr_init)
 PEERS_DEPS_fuxictr := peers/run_fuxictr.py $(PEERS)/venv-fuxictr/.installed
 PEERS_CMD_fuxictr  := $(PEERS)/venv-fuxictr/bin/python -m peers.run_fuxictr
