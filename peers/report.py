@@ -176,6 +176,10 @@ AUC_PARITY = 0.002  # issue 10: adrepro's mean test AUC within this of FuxiCTR's
 PREPROCESS_RATIO = 20.0  # issue 10: adrepro's preprocessing at least this many times FuxiCTR's rows/s
 
 
+def verdict(ok: bool) -> str:
+    return "**holds**" if ok else "**does not hold**"
+
+
 def target_lines(meta: dict, runs: dict[str, dict[int, dict]]) -> list[str]:
     """The parity targets of issue 10, judged on these runs: AUC within 0.002 of FuxiCTR's (means
     over the seeds both ran) and preprocessing at least 20x FuxiCTR's rows/s (medians over seeds)."""
@@ -186,7 +190,6 @@ def target_lines(meta: dict, runs: dict[str, dict[int, dict]]) -> list[str]:
     d = np.mean([r["auc"] for r in ours.values()]) - np.mean([r["auc"] for r in theirs.values()])
     rate = {n: float(np.median([total / r["result"]["preprocess_seconds"] for r in runs[n].values()])) for n in runs}
     ratio = rate["adrepro"] / rate["fuxictr"]
-    verdict = lambda ok: "**holds**" if ok else "**does not hold**"  # noqa: E731
     return [
         "Targets (issue 10), on these runs:",
         "",
@@ -221,7 +224,6 @@ def highcard_lines(runs: dict[str, dict[int, dict]]) -> list[str]:
     speed = {n: float(np.median([r["result"]["train_samples_per_s"] for r in runs[n].values()])) for n in runs}
     auc = {n: float(np.mean([r["auc"] for r in runs[n].values()])) for n in runs}
     ratio, d = speed[BEST] / speed["fuxictr"], auc[BEST] - auc["fuxictr"]
-    verdict = lambda ok: "**holds**" if ok else "**does not hold**"  # noqa: E731
     lines = [
         f"Target (issue 9), on these runs: FuxiCTR's tables hold {rows:,} embedding rows (at least "
         f"{HIGHCARD_ROWS:,}), and its dense Adam updates every one of them at every step.",
@@ -257,8 +259,7 @@ def render(meta: dict, runs: dict[str, dict], bayes: dict | None, machine: dict,
         f"training seed {min(min(v) for v in runs.values())}"
         + ("; the same runs repeated with the other seeds below show how much of each difference is training "
            "noise and run-to-run speed noise." if any(len(v) > 1 for v in runs.values()) else
-           " (one seed per library: no repeat gives the training noise here; on the default world's three seeds "
-           "`results/peers.md` shows a test-AUC sd of 0.0002-0.0008)."),
+           " (one seed per library: no repeat gives the training noise here)."),
         "",
         "## Results",
         "",
