@@ -178,7 +178,7 @@ def test_world_keys_over_the_scale_reach_the_world_and_a_misspelt_one_is_an_erro
         world(userz=300)
 
 
-def test_the_high_cardinality_ladder_and_its_run_name_the_same_world():
+def test_the_high_cardinality_measurements_and_the_run_name_the_same_world():
     from repro.experiments import load_experiment
     from repro.measurements import MEASUREMENTS
 
@@ -188,7 +188,8 @@ def test_the_high_cardinality_ladder_and_its_run_name_the_same_world():
         key, value = o.lstrip("+").split("=", 1)
         if key.startswith("data."):
             data[key[len("data."):]] = value
-    params = next(m["params"] for m in spec["measurements"] if m["name"] == "hpc_ladder")
-    cfg = MEASUREMENTS.config("hpc_ladder", params)
-    measured = {"scale": cfg.scale, "min_count": cfg.min_count, **cfg.world}
-    assert {k: str(v) for k, v in measured.items()} == data
+    assert {m["name"] for m in spec["measurements"]} == {"hpc_ladder", "hpc_torchrec"}
+    for measurement in spec["measurements"]:
+        cfg = MEASUREMENTS.config(measurement["name"], measurement["params"])
+        measured = {"scale": cfg.scale, "min_count": cfg.min_count, **cfg.world}
+        assert {k: str(v) for k, v in measured.items()} == data, measurement["name"]
