@@ -66,7 +66,7 @@ def test_torchrec_tables_look_up_the_suites_rows_and_keep_padding_zero(smoke_dat
     full = FullEmbedding(smoke_data.feature_map, FullEmbeddingConfig(dim=8))
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        tables = TorchRecTables(full, lr=0.01, eps=1e-8, sharding="table_wise")
+        tables = TorchRecTables(full, lr=0.01, eps=1e-8)
         cat = next(smoke_data.batches("test", 300))["cat"].clone()
         cat[:5, 2] = 0  # missing values
         tables.eval()

@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from torch import nn
 
 from methods.system_efficiency.ladder import (
     Rung,
+    RungResult,
     TrainingConfig,
     build_model,
     describe_world,
@@ -79,6 +80,7 @@ from repro.progress import progress
 from repro.registry import ROOT
 
 LOG_TAIL = 3000  # characters of the workers' log quoted in an error
+SHARDING = "table_wise"  # the only row-preserving sharding TorchRec plans on the CPU (module docstring)
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class TorchRecTables(EmbeddingLayer):
     Lookups mask padding (index 0) as ``FullEmbedding`` does, and honour the lookup-penalty
     contract; the table's parameters are TorchRec's, not the model's optimizers'."""
 
-    def __init__(self, full: FullEmbedding, lr: float, eps: float, sharding: str) -> None:
+    def __init__(self, full: FullEmbedding, lr: float, eps: float) -> None:
         from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
         from torchrec.distributed import DistributedModelParallel
         from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
@@ -163,7 +165,7 @@ class TorchRecTables(EmbeddingLayer):
         collection = EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
         apply_optimizer_in_backward(FusedRowWiseAdagrad, collection.parameters(), {"lr": lr, "eps": eps})
         world = torch.distributed.get_world_size()
-        constraints = {name: ParameterConstraints(sharding_types=[sharding], compute_kernels=["fused"])
+        constraints = {name: ParameterConstraints(sharding_types=[SHARDING], compute_kernels=["fused"])
                        for name in self.penalty_fields}
         plan = EmbeddingShardingPlanner(topology=Topology(world_size=world, compute_device="cpu"),
                                         constraints=constraints).collective_plan(collection)
@@ -177,9 +179,10 @@ class TorchRecTables(EmbeddingLayer):
                               for rank, tables in sorted(per_rank.items()))
         starts = np.cumsum([0] + sizes)
         self.local_rows = 0
+        weights = self.tables.state_dict()  # views of TorchRec's tables
         with torch.no_grad():
             for name, start in zip(self.penalty_fields, starts):
-                for shard in self.tables.state_dict()[f"embedding_bags.{name}.weight"].local_shards():
+                for shard in weights[f"embedding_bags.{name}.weight"].local_shards():
                     (r0, c0), (n, d) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
                     shard.tensor.copy_(full.weight[start + r0:start + r0 + n, c0:c0 + d])
                     self.local_rows += n
@@ -202,13 +205,13 @@ class TorchRecTables(EmbeddingLayer):
         return self.local_rows * 4
 
 
-def use_torchrec_tables(model: nn.Module, lr: float, eps: float, sharding: str) -> TorchRecTables:
+def use_torchrec_tables(model: nn.Module, lr: float, eps: float) -> TorchRecTables:
     """Replace the model's (only) wider-than-1 ``FullEmbedding`` by ``TorchRecTables``."""
     swapped = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, FullEmbedding) and child.dim > 1:
-                swapped.append(TorchRecTables(child, lr, eps, sharding))
+                swapped.append(TorchRecTables(child, lr, eps))
                 setattr(parent, name, swapped[-1])
     if len(swapped) != 1:
         raise ConfigError(f"hpc_torchrec: expected one full embedding table wider than 1, found {len(swapped)}")
@@ -217,34 +220,23 @@ def use_torchrec_tables(model: nn.Module, lr: float, eps: float, sharding: str) 
 
 # --------------------------------------------------------------------------- one row (each process)
 @dataclass
-class RowResult:
-    steps: int = 0
-    samples: int = 0
-    data_s: float = 0.0
-    forward_s: float = 0.0
-    backward_s: float = 0.0
-    optimizer_s: float = 0.0
-    peak_rss_mb: float = 0.0
-    optimizer_bytes: int = 0
-    comm_bytes_per_step: int = 0
-    test_auc: float = float("nan")
-    curve: list[tuple[float, int, float]] = field(default_factory=list)  # (train s, samples, test AUC)
-    plan: str = ""
+class RowResult(RungResult):
+    """A rung's result (speed, phases, memory, AUC curve) and what a row over processes adds."""
 
-    @property
-    def train_s(self) -> float:
-        return self.data_s + self.forward_s + self.backward_s + self.optimizer_s
+    comm_bytes_per_step: int = 0  # handed to collectives besides TorchRec's own all-to-alls
+    plan: str = ""  # where TorchRec put each table
+
+    @classmethod
+    def from_json(cls, saved: dict) -> "RowResult":
+        return cls(**{**saved, "rung": Rung(**saved["rung"]), "curve": [tuple(point) for point in saved["curve"]]})
 
 
-def optimizers(model: nn.Module, engine: Engine, cfg: TorchRecConfig, rung: Rung) -> list[torch.optim.Optimizer]:
+def optimizers(model: nn.Module, engine: Engine, cfg: TorchRecConfig, rung: Rung, torch_tables: list[nn.Parameter],
+               dense: list[nn.Parameter]) -> list[torch.optim.Optimizer]:
     """The torch tables' optimizer (the engine's), then the dense Adam (the ladder's rung 2)."""
     if engine.optimizer == "sparse_adam":
         return make_optimizers(model, rung, cfg)
-    tables = [p for layer in embedding_layers(model) if not isinstance(layer, TorchRecTables) for p in layer.parameters()]
-    fused = {id(p) for layer in embedding_layers(model) if isinstance(layer, TorchRecTables) for p in layer.parameters()}
-    ids = {id(p) for p in tables} | fused
-    return [RowWiseAdagrad(tables, lr=cfg.lr, eps=cfg.eps),
-            torch.optim.Adam([p for p in model.parameters() if id(p) not in ids], lr=cfg.lr)]
+    return [RowWiseAdagrad(torch_tables, lr=cfg.lr, eps=cfg.eps), torch.optim.Adam(dense, lr=cfg.lr)]
 
 
 def all_gather_sparse_(p: nn.Parameter) -> int:
@@ -304,18 +296,20 @@ def train_row(cfg: TorchRecConfig, engine: Engine, data: PreparedDataset, batch_
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     rung = Rung(engine.label, batch_size=batch_size)  # rung 2: columnar loader, sparse rows, fp32
     model = build_model(data, cfg, cfg.model, rung)
-    fused = use_torchrec_tables(model, cfg.lr, cfg.eps, "table_wise") if engine.torchrec else None
-    opts = optimizers(model, engine, cfg, rung)
+    fused = use_torchrec_tables(model, cfg.lr, cfg.eps) if engine.torchrec else None
     layers = embedding_layers(model)
-    replicated = [p for layer in layers if not isinstance(layer, TorchRecTables) for p in layer.parameters()]
+    # the torch tables (every table with TorchRec's off; the width-1 one with it on: replicated over
+    # processes) and the dense parameters; TorchRec's own tables update themselves in the backward
+    torch_tables = [p for layer in layers if not isinstance(layer, TorchRecTables) for p in layer.parameters()]
     table_ids = {id(p) for layer in layers for p in layer.parameters()}
     dense = [p for p in model.parameters() if id(p) not in table_ids]
+    opts = optimizers(model, engine, cfg, rung, torch_tables, dense)
     test = next(data.batches("test", data.num_rows("test")))
     y_test = data.column("test", "label")
     steps_per_epoch = data.num_rows("train") // batch_size
     total = max(2, int(round(cfg.epochs * steps_per_epoch)))
     check_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
-    result = RowResult(steps=total, plan=fused.plan if fused is not None else "")
+    result = RowResult(rung, steps=total, plan=fused.plan if fused is not None else "")
     model.train()
     step, epoch = 0, 0
     with PeakMemory() as memory, progress(total, engine.label.format(n=world), cfg.progress and rank == 0,
@@ -340,7 +334,7 @@ def train_row(cfg: TorchRecConfig, engine: Engine, data: PreparedDataset, batch_
                 t3 = time.perf_counter()
                 sent = 0
                 if world > 1:
-                    sent = all_reduce_dense_(dense) + sum(all_gather_sparse_(p) for p in replicated if p.grad is not None)
+                    sent = all_reduce_dense_(dense) + sum(all_gather_sparse_(p) for p in torch_tables if p.grad is not None)
                 for opt in opts:
                     opt.step()
                 t4 = time.perf_counter()
@@ -379,7 +373,7 @@ def worker(spec_path: Path) -> None:
     try:
         world = torch.distributed.get_world_size()
         torch.set_num_threads(max(1, cfg.threads // world))
-        data = open_world(replace(cfg, progress=False))
+        data = PreparedDataset(Path(spec["data_root"]))  # prepared by the measurement's own process
         result = train_row(cfg, ENGINES[spec["engine"]], data, spec["batch_size"])
         if torch.distributed.get_rank() == 0:
             atomic_write_json(Path(spec["out"]), asdict(result))
@@ -387,12 +381,13 @@ def worker(spec_path: Path) -> None:
         torch.distributed.destroy_process_group()
 
 
-def launch_row(cfg: TorchRecConfig, engine: str, batch_size: int, work: Path) -> RowResult:
+def launch_row(cfg: TorchRecConfig, engine: str, batch_size: int, data_root: Path, work: Path) -> RowResult:
     """Run one row in its torchrun workers (one process included: every row runs the same way)."""
     processes = cfg.world_size if ENGINES[engine].sharded else 1
     name = f"{engine}-{batch_size}"
     spec, out, log = work / f"{name}.json", work / f"{name}.result.json", work / f"{name}.log"
-    atomic_write_json(spec, {"config": asdict(cfg), "engine": engine, "batch_size": batch_size, "out": str(out)})
+    atomic_write_json(spec, {"config": asdict(cfg), "engine": engine, "batch_size": batch_size,
+                             "data_root": str(data_root), "out": str(out)})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
            "-m", "methods.system_efficiency.torchrec_worker", str(spec)]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cfg.threads // processes)), "TMPDIR": str(work),
@@ -403,9 +398,7 @@ def launch_row(cfg: TorchRecConfig, engine: str, batch_size: int, work: Path) ->
         tail = log.read_text(errors="replace")[-LOG_TAIL:]
         raise TrainingError(f"hpc_torchrec: row {engine!r} at batch {batch_size} ({processes} process(es)) failed "
                             f"with exit code {done.returncode}; the end of its log:\n{tail}")
-    saved = json.loads(out.read_text())
-    saved["curve"] = [tuple(point) for point in saved["curve"]]
-    return RowResult(**saved)
+    return RowResult.from_json(json.loads(out.read_text()))
 
 
 def plot_engines(result: dict, path: Path, title: str) -> None:
@@ -443,10 +436,7 @@ def hpc_torchrec(cfg: TorchRecConfig) -> dict[str, Any]:
         for batch in cfg.batches:
             for engine in cfg.engines:
                 print(f"[torchrec] {ENGINES[engine].label.format(n=cfg.world_size)}, batch {batch:,}", flush=True)
-                results[engine, batch] = launch_row(cfg, engine, batch, Path(work))
-
-    def speed(r: RowResult) -> float:
-        return r.samples / max(r.train_s, 1e-9)
+                results[engine, batch] = launch_row(cfg, engine, batch, data.root, Path(work))
 
     rows = []
     for (engine, batch), r in results.items():
@@ -456,8 +446,8 @@ def hpc_torchrec(cfg: TorchRecConfig) -> dict[str, Any]:
         label = ENGINES[engine].label.format(n=cfg.world_size)
         rows.append([
             f"{label} · {batch:,}", label, f"{batch:,}", ENGINES[engine].optimizer.replace("_", " "),
-            f"{speed(r):,.0f}", f"{speed(r) / speed(base):.2f}" if base else "–",
-            f"{speed(r) / speed(adagrad):.2f}" if adagrad else "–",
+            f"{r.samples_per_s:,.0f}", f"{r.samples_per_s / base.samples_per_s:.2f}" if base else "–",
+            f"{r.samples_per_s / adagrad.samples_per_s:.2f}" if adagrad else "–",
             phases, f"{r.peak_rss_mb:,.0f}", f"{r.optimizer_bytes / 2**20:,.1f}",
             f"{r.comm_bytes_per_step / 2**20:.2f}" if r.comm_bytes_per_step else "–",
             f"{r.test_auc:.4f}", f"{r.test_auc - base.test_auc:+.4f}" if base else "–",
