@@ -25,7 +25,7 @@ settings: the columnar loader, batch 512, fp32, not compiled, the base learning 
 Choices the references leave open:
 - fbgemm needs a table width divisible by 4, so DeepFM's width-1 first-order weights stay a torch
   table with sparse gradients and the row's own optimizer (row-wise Adagrad, exact); with N
-  processes it is replicated and its sparse gradients are all-gathered (indices and values) every
+  processes it is replicated and its sparse gradients are summed by gloo's sparse all-reduce every
   step;
 - per-field tables (not the suite's one fused table with offsets): table-wise sharding needs more
   than one table, and row-wise Adagrad keeps one state per row, so splitting a table by rows
@@ -239,22 +239,14 @@ def optimizers(model: nn.Module, engine: Engine, cfg: TorchRecConfig, rung: Rung
     return [RowWiseAdagrad(torch_tables, lr=cfg.lr, eps=cfg.eps), torch.optim.Adam(dense, lr=cfg.lr)]
 
 
-def all_gather_sparse_(p: nn.Parameter) -> int:
-    """Replace ``p``'s sparse gradient by the sum of every process's; returns the bytes sent."""
+def all_reduce_sparse_(p: nn.Parameter) -> int:
+    """Replace ``p``'s sparse gradient by the sum of every process's (gloo's sparse all-reduce, as
+    ``repro.train``'s data parallelism does); returns the bytes this process sends."""
     g = p.grad.coalesce()
-    idx, val = g.indices()[0], g.values()
-    world = torch.distributed.get_world_size()
-    counts = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
-    torch.distributed.all_gather(counts, torch.tensor([len(idx)]))
-    n = int(max(c.item() for c in counts))
-    # padding entries point at row 0 (field 0's padding row) with a zero gradient: no update
-    idx = torch.cat([idx, idx.new_zeros(n - len(idx))])
-    val = torch.cat([val, val.new_zeros(n - len(val), *val.shape[1:])])
-    idx_all, val_all = [torch.empty_like(idx) for _ in range(world)], [torch.empty_like(val) for _ in range(world)]
-    torch.distributed.all_gather(idx_all, idx)
-    torch.distributed.all_gather(val_all, val)
-    p.grad = torch.sparse_coo_tensor(torch.cat(idx_all).unsqueeze(0), torch.cat(val_all), p.shape).coalesce()
-    return idx.numel() * idx.element_size() + val.numel() * val.element_size()
+    sent = g.indices().numel() * g.indices().element_size() + g.values().numel() * g.values().element_size()
+    torch.distributed.all_reduce(g)
+    p.grad = g
+    return sent
 
 
 def all_reduce_dense_(params: list[nn.Parameter]) -> int:
@@ -334,7 +326,7 @@ def train_row(cfg: TorchRecConfig, engine: Engine, data: PreparedDataset, batch_
                 t3 = time.perf_counter()
                 sent = 0
                 if world > 1:
-                    sent = all_reduce_dense_(dense) + sum(all_gather_sparse_(p) for p in torch_tables if p.grad is not None)
+                    sent = all_reduce_dense_(dense) + sum(all_reduce_sparse_(p) for p in torch_tables if p.grad is not None)
                 for opt in opts:
                     opt.step()
                 t4 = time.perf_counter()
@@ -465,7 +457,7 @@ def hpc_torchrec(cfg: TorchRecConfig) -> dict[str, Any]:
         "width-1 first-order table's row-wise Adagrad and, over several processes, the gradient exchange",
         "peak RSS: summed over a row's processes (each holds the in-memory data set); optimizer MiB: optimizer "
         "state over all processes; MiB sent / step: what each process hands to collectives besides TorchRec's own "
-        "all-to-alls (the dense gradients' all-reduce and the first-order table's sparse all-gather)",
+        "all-to-alls (the dense gradients' all-reduce and the first-order table's sparse all-reduce)",
     ]
     planned = [r.plan for (engine, _), r in results.items() if ENGINES[engine].sharded and r.plan]
     if planned:
