@@ -75,6 +75,17 @@ def runs_by_label(loaded: list[tuple[str, dict, dict]]) -> dict[str, list[dict]]
     return out
 
 
+def row_inputs(loaded: list[tuple[str, dict, dict]]) -> claims_mod.RowInputs:
+    """Each row's seeds (in ``runs_by_label``'s order) and the teacher run it reads
+    (``data.teacher``): what the claims' seed-pairing rule needs."""
+    seeds: dict[str, list[int]] = {}
+    teachers: dict[str, str] = {}
+    for _, manifest, _ in loaded:
+        seeds.setdefault(manifest["label"], []).append(int(manifest["seed"]))
+        teachers[manifest["label"]] = str(manifest.get("config", {}).get("data", {}).get("teacher") or "")
+    return claims_mod.RowInputs(seeds, teachers)
+
+
 def collect(experiment: str, results_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
     """One row per done run listed in the experiment's index."""
     return frame(load_runs(experiment, results_dir))
@@ -158,7 +169,8 @@ def _cell(mean: float, std: float, fmt: str) -> str:
 
 def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: list[dict],
              runs: dict[str, list[dict]] | None = None, claim_results: list | None = None,
-             table: list[str] | None = None, sections: list[str] | None = None) -> str:
+             table: list[str] | None = None, sections: list[str] | None = None,
+             inputs: claims_mod.RowInputs | None = None) -> str:
     """The table; ``runs`` (label -> metrics dicts) enables the paired intervals, ``claim_results``
     (``repro.claims.evaluate_claims``) the Claims section. ``table`` replaces the standard table
     (a report kind's own, e.g. ``repro.compression_report.table_lines``); ``sections`` follow the
@@ -193,7 +205,7 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
     lines += table if table is not None else standard_table(summary, df)
     lines += sections or []
     lines += ["", "## Checks", ""]
-    lines += [f"- {c}" for c in checks(summary, df, (spec.get("report") or {}).get("baseline"), runs)]
+    lines += [f"- {c}" for c in checks(summary, df, (spec.get("report") or {}).get("baseline"), runs, inputs)]
     if claim_results is not None:
         lines += ["", "## Claims", ""]
         lines += claims_lines(claim_results) or ["No claims declared for this experiment."]
@@ -243,13 +255,22 @@ def mixed_code(manifests: list[dict]) -> str | None:
 
 
 def claims_lines(results: list) -> list[str]:
-    """One Markdown line per claim: id, the claim's words, source, verdict in bold, deciding numbers."""
-    return [f"- `{r.claim.id}`: {r.claim.text} ({r.claim.source}): **{r.verdict}**: {r.numbers()}" for r in results]
+    """One Markdown line per claim: id, whether a paper claims it or the suite checks it, the claim's
+    words, source, verdict in bold (and the multiplicity-adjusted one where it is set), deciding numbers."""
+    out = []
+    for r in results:
+        kind = "paper" if r.claim.kind == "paper" else "suite check"
+        adjusted = f" (BH-adjusted: **{r.adjusted}**)" if r.adjusted is not None else ""
+        out.append(f"- `{r.claim.id}` [{kind}]: {r.claim.text} ({r.claim.source}): **{r.verdict}**{adjusted}: "
+                   f"{r.numbers()}")
+    return out
 
 
-def experiment_claims(spec: dict, runs: dict[str, list[dict]], results_dir: Path | None = None) -> list:
+def experiment_claims(spec: dict, runs: dict[str, list[dict]], results_dir: Path | None = None,
+                      inputs: claims_mod.RowInputs | None = None) -> list:
     """Parse the experiment's ``claims:`` (errors name the file) and judge them on ``runs`` and on
-    the experiment's measurements stored under ``results_dir``."""
+    the experiment's measurements stored under ``results_dir``; ``inputs`` (``row_inputs``) lets
+    rows that share a per-seed input be seed-paired."""
     where = str(ROOT / "conf" / "experiment" / f"{spec.get('source_name', spec['name'])}.yaml")
     parsed = claims_mod.parse_claims(where, spec.get("claims"), labels=[r["label"] for r in spec["runs"]])
     measured = {}
@@ -260,11 +281,11 @@ def experiment_claims(spec: dict, runs: dict[str, list[dict]], results_dir: Path
             found = load_measurement(Path(results_dir) / "runs" / spec["name"], m["name"])
             if found is not None:
                 measured[m["name"]] = found["result"]
-    return claims_mod.evaluate_claims(parsed, runs, measurements=measured)
+    return claims_mod.evaluate_claims(parsed, runs, measurements=measured, row_inputs=inputs)
 
 
 def checks(summary: pd.DataFrame, df: pd.DataFrame, baseline: str | None,
-           runs: dict[str, list[dict]] | None = None) -> list[str]:
+           runs: dict[str, list[dict]] | None = None, inputs: claims_mod.RowInputs | None = None) -> list[str]:
     """Verdicts computed from the numbers above, never written by hand.
 
     With ``runs`` (label -> metrics dicts): every row against ``baseline`` by a 95% interval of
@@ -283,7 +304,7 @@ def checks(summary: pd.DataFrame, df: pd.DataFrame, baseline: str | None,
     metrics = [("test AUC", "test"), ("random AUC", "test_random")]
     extra = dict.fromkeys(sp for ms in runs.values() for m in ms for sp in extra_test_splits(m))
     metrics += [(f"AUC {sp}", sp) for sp in extra]
-    tables = {m: claims_mod.pairwise(runs, m, order) for m, _ in metrics}
+    tables = {m: claims_mod.pairwise(runs, m, order, row_inputs=inputs) for m, _ in metrics}
     if baseline in order:
         for label in order:
             if label == baseline:
@@ -387,7 +408,8 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     runs = runs_by_label(loaded)
     order = [r["label"] for r in spec["runs"]]
     summary = summarise(df, order, (spec.get("report") or {}).get("baseline"))
-    results = experiment_claims(spec, runs, results_dir)
+    paired_by = row_inputs(loaded)
+    results = experiment_claims(spec, runs, results_dir, paired_by)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
     report = spec.get("report") or {}
     sections = None
@@ -403,7 +425,8 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
         cdf = cr.frame(loaded)
         csummary = cr.summary(cdf, order, reference)
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results,
-                                       table=cr.table_lines(csummary, reference), sections=sections))
+                                       table=cr.table_lines(csummary, reference), sections=sections,
+                                       inputs=paired_by))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
         cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
     elif report.get("kind") in ("cascade", "creative", "position"):
@@ -412,11 +435,13 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
         build = kr.KINDS[report["kind"]]
         ksummary = build.summary(build.frame(loaded), order)
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results,
-                                       table=build.table_lines(ksummary), sections=sections))
+                                       table=build.table_lines(ksummary), sections=sections,
+                                       inputs=paired_by))
         atomic_write_text(csv, ksummary.rename_axis("row").to_csv())
         build.plot(spec.get("title", spec["name"]), ksummary, png)
     else:
-        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results, sections=sections))
+        atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results, sections=sections,
+                                       inputs=paired_by))
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
         plot(spec, summary, df, png)
     write_claims_index(results_dir)
@@ -427,13 +452,14 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
 
 def write_claims_index(results_dir: Path | None = None) -> Path:
     """``<results_dir>/claims.md``: the claims of every experiment under conf/experiment/ that has a
-    built report in ``results_dir`` (one section per report), judged afresh from its run manifests,
-    with a count of each verdict."""
+    built report in ``results_dir`` (one section per report), judged afresh from its run manifests.
+    Paper claims and the suite's own checks are counted apart; the paper claims of all experiments
+    form one family for the Benjamini-Hochberg adjustment (``repro.claims.adjust_verdicts``)."""
     from repro.experiments import load_experiment
 
     results_dir = Path(results_dir or ROOT / "results")
     known = {p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
-    sections, totals = [], {v: 0 for v in claims_mod.VERDICTS}
+    judged: list[tuple[str, list[str], list]] = []  # (heading, lines before the claims, results)
     for index_path in sorted(results_dir.glob("runs/*/index.json")):
         index = load_json(index_path) or {}
         name, tag = index.get("experiment"), index.get("tag", index_path.parent.name)
@@ -442,34 +468,62 @@ def write_claims_index(results_dir: Path | None = None) -> Path:
         try:
             spec = {**load_experiment(name), "source_name": name}
             loaded = load_runs(tag, results_dir)
-            results = experiment_claims({**spec, "name": tag}, runs_by_label(loaded), results_dir)
+            results = experiment_claims({**spec, "name": tag}, runs_by_label(loaded), results_dir, row_inputs(loaded))
         except (ConfigError, DataError) as e:
-            sections += [f"## {name}" + (f" (`{tag}`)" if tag != name else ""), "", f"Claims not judged: {e}", ""]
+            judged.append((f"## {name}" + (f" (`{tag}`)" if tag != name else ""), [f"Claims not judged: {e}"], []))
             continue
-        counts = {v: sum(r.verdict == v for r in results) for v in claims_mod.VERDICTS}
-        for v, c in counts.items():
-            totals[v] += c
         title = spec.get("title", name) + (f" (`{tag}`: {' '.join(index.get('extra_overrides', []))})" if tag != name else "")
-        sections += [f"## {title}", "",
-                     f"Table: [`{tag}.md`]({tag}.md); {len(loaded)} done runs. " + _counts(counts), ""]
-        sections += claims_lines(results) or ["No claims declared for this experiment."]
+        judged.append((f"## {title}", [f"Table: [`{tag}.md`]({tag}.md); {len(loaded)} done runs."], results))
+    every = [r for _, _, results in judged for r in results]
+    family = claims_mod.adjust_verdicts(every)
+    sections = []
+    for heading, intro, results in judged:
+        if results:
+            intro = [intro[0] + " " + _kind_counts(results)]
+        sections += [heading, "", *intro, ""]
+        sections += claims_lines(results) or ([] if not intro[0].startswith("Table") else
+                                              ["No claims declared for this experiment."])
         sections.append("")
+    paper = [r for r in every if r.claim.kind == "paper"]
+    adjusted = {v: sum(r.adjusted == v for r in paper if r.adjusted is not None) for v in claims_mod.VERDICTS[:3]}
     lines = [
         "# Claims",
         "",
         f"Every claim declared in `conf/experiment/*.yaml` whose experiment has a built table here, judged "
         f"from the run manifests on {datetime.now(timezone.utc).strftime('%Y-%m-%d')}. A condition **holds** when "
-        "its whole 95% interval (paired by request on the test set, seeds resampled; `repro/claims.py`) satisfies "
-        "it, **does not hold** when the whole interval violates it, and is **inconclusive** when the interval "
-        "straddles the threshold; a claim holds when all its conditions do.",
+        "its whole 95% interval satisfies it, **does not hold** when the whole interval violates it, and is "
+        "**inconclusive** when the interval straddles the threshold; a claim holds when all its conditions do. "
+        "Intervals are paired by request on the test set with seeds resampled (seed-paired where rows share a "
+        "per-seed input such as a teacher run); figures without test-set replicates get Student t-intervals "
+        "over seeds; calibration is judged seed by seed; a measured figure needs interleaved repeats; a "
+        "vanishing gain is a difference of differences, judged only where the gain exists "
+        "(`repro/claims.py` states each rule).",
         "",
-        "All experiments: " + _counts(totals),
+        "**Paper claims**: " + _counts({v: sum(r.verdict == v for r in paper) for v in claims_mod.VERDICTS}),
+        "",
+        "**Suite checks** (the suite's own checks of a method's premises, not claims of a paper): "
+        + _counts({v: sum(r.verdict == v for r in every if r.claim.kind != "paper") for v in claims_mod.VERDICTS}),
+        "",
+        f"**Multiplicity.** {family} paper claims are judged at once, so at 95% about {0.05 * family:.0f} verdicts "
+        "could be wrong by chance alone. Benjamini-Hochberg over those claims, at a false discovery rate of 2.5% "
+        "in each direction (the two tails of a 95% interval), keeps a verdict where its direction survives and "
+        "makes it inconclusive otherwise; each paper claim shows its adjusted verdict beside the raw one. "
+        "Adjusted: " + _counts(adjusted) + ".",
         "",
         *sections,
     ]
     path = results_dir / "claims.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
+
+
+def _kind_counts(results: list) -> str:
+    parts = []
+    for kind, word in (("paper", "paper claims"), ("check", "suite checks")):
+        mine = [r for r in results if r.claim.kind == kind]
+        if mine:
+            parts.append(f"{word}: " + _counts({v: sum(r.verdict == v for r in mine) for v in claims_mod.VERDICTS}))
+    return "; ".join(parts) + "."
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -9,9 +9,12 @@ value, the difference and a verdict. ``promote`` copies a local run set into ``r
 maintainers), and ``verify`` reruns one committed run and compares it alone.
 
 Tolerance rule (one rule for cells and single runs). A cell is a row's mean over seeds.
-- ``identical``: |Δ| <= 1e-9 x max(1, |reference|) (print noise). Expected on the CPU when the
-  machine's instruction set, the thread count and the numeric libraries match the reference's:
-  runs are deterministic there.
+- ``identical``: |Δ| <= 1e-9 x max(1, |reference|) (print noise), and the row ran at the
+  reference's thread count. Expected on the CPU when the machine's instruction set, the thread count
+  and the numeric libraries match the reference's: runs are deterministic there. The thread count is
+  a scheduling input, not part of a run's identity (``make reproduce-all JOBS=N`` divides the cores),
+  so a row run at another thread count is at best ``within tolerance``: reductions sum in another
+  order.
 - ``within tolerance``: |Δ| <= tol with tol = max(1e-4, min(1e-3, 2 x s / sqrt(n))), where s is
   the reference row's standard deviation over its n seeds: two standard errors of the reference
   mean, never stricter than 1e-4 and never looser than 1e-3 (BARS's bound for an accurate
@@ -19,6 +22,9 @@ Tolerance rule (one rule for cells and single runs). A cell is a row's mean over
 - ``differs``: otherwise.
 Structural cells (parameters, model bytes) must be identical. Speed and time cells (samples/s,
 seconds) depend on the machine: they are shown with their ratio and never judged.
+
+Verdicts are compared too: every claim of the experiment judged on the reference's runs and on this
+machine's (``repro.claims``), side by side, with the claims whose verdict moved listed first.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def tolerance(seed_std: float, seeds: int) -> float:
     return max(1e-4, min(1e-3, 2 * s / math.sqrt(max(seeds, 1))))
 
 
-def verdict(column: str, ref: float, new: float, tol: float) -> str:
+def verdict(column: str, ref: float, new: float, tol: float, same_threads: bool = True) -> str:
     if ref is None or new is None or (isinstance(ref, float) and math.isnan(ref)) or (
             isinstance(new, float) and math.isnan(new)):
         return "missing" if (ref is None or ref != ref) != (new is None or new != new) else "n/a"
@@ -57,7 +63,7 @@ def verdict(column: str, ref: float, new: float, tol: float) -> str:
         return "not judged (machine speed)"
     delta = abs(new - ref)
     if delta <= IDENTICAL_REL * max(1.0, abs(ref)):
-        return "identical"
+        return "identical" if same_threads or column in EXACT else "within tolerance"
     if column in EXACT:
         return "differs"
     return "within tolerance" if delta <= tol else "differs"
@@ -69,10 +75,12 @@ def compare_experiment(name: str, reference: Path = REFERENCE, local: Path = LOC
 
     ref_df, ref_manifests = collect(name, reference)
     new_df, new_manifests = collect(name, local)
+    ref_threads, new_threads = _threads_by_label(ref_manifests), _threads_by_label(new_manifests)
     columns = [c for c, _, _ in METRICS]
     cells = []
     for label, ref_rows in ref_df.groupby("label", sort=False):
         new_rows = new_df[new_df["label"] == label]
+        same_threads = ref_threads.get(label) == new_threads.get(label)
         for col in columns:
             ref_vals = ref_rows[col].dropna()
             new_vals = new_rows[col].dropna() if len(new_rows) else pd.Series(dtype=float)
@@ -83,7 +91,7 @@ def compare_experiment(name: str, reference: Path = REFERENCE, local: Path = LOC
                 "experiment": name, "row": label, "column": col, "reference": ref_mean, "this machine": new_mean,
                 "difference": new_mean - ref_mean, "tolerance": tol if col not in MACHINE | EXACT else float("nan"),
                 "seeds (ref/here)": f"{len(ref_vals)}/{len(new_vals)}",
-                "verdict": verdict(col, ref_mean, new_mean, tol),
+                "verdict": verdict(col, ref_mean, new_mean, tol, same_threads),
             })
     missing = sorted(set(new_df["label"]) - set(ref_df["label"]))
     for label in missing:
@@ -98,6 +106,36 @@ def compare_experiment(name: str, reference: Path = REFERENCE, local: Path = LOC
     return out
 
 
+def _threads_by_label(manifests: list[dict]) -> dict[str, frozenset]:
+    out: dict[str, set] = {}
+    for m in manifests:
+        out.setdefault(m["label"], set()).add(m.get("config", {}).get("train", {}).get("threads"))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def compare_verdicts(name: str, reference: Path = REFERENCE, local: Path = LOCAL) -> list[dict]:
+    """Every claim of the experiment with its verdict on the reference's runs and on this machine's."""
+    from repro.experiments import load_experiment
+    from repro.report import experiment_claims, load_runs, row_inputs, runs_by_label
+
+    from repro.run import load_json
+
+    # ``name`` is the run folder's tag: the experiment itself, or it with extra overrides
+    experiment = (load_json(reference / "runs" / name / "index.json") or {}).get("experiment", name)
+    spec = {**load_experiment(experiment), "name": name, "source_name": experiment}
+    judged = {}
+    for side, root in (("reference", reference), ("this machine", local)):
+        loaded = load_runs(name, root)
+        judged[side] = {r.claim.id: r for r in experiment_claims(spec, runs_by_label(loaded), root, row_inputs(loaded))}
+    out = []
+    for cid, ref in judged["reference"].items():
+        new = judged["this machine"].get(cid)
+        out.append({"experiment": name, "claim": cid, "kind": ref.claim.kind, "reference": ref.verdict,
+                    "this machine": new.verdict if new else "missing",
+                    "same": bool(new and new.verdict == ref.verdict)})
+    return out
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -108,17 +146,19 @@ def _fmt(v) -> str:
 
 def write_comparison(names: list[str], reference: Path = REFERENCE, local: Path = LOCAL) -> Path:
     """``<local>/reproduction.{md,json}`` for the named experiments; returns the Markdown path."""
-    frames, problems = [], []
+    frames, problems, verdicts = [], [], {}
     for name in names:
         try:
             frames.append(compare_experiment(name, reference, local))
+            verdicts[name] = compare_verdicts(name, reference, local)
         except DataError as e:
             problems.append(f"{name}: {e}")
     lines = ["# Reproduction report", "",
              f"Reference: `{reference.relative_to(ROOT) if reference.is_relative_to(ROOT) else reference}` "
              f"(committed). This machine: `{local.relative_to(ROOT) if local.is_relative_to(ROOT) else local}`.", "",
              "Tolerance rule (see `repro/reproduce.py`): **identical** = equal to print noise, expected on the "
-             "CPU with the same instruction set, thread count and numeric libraries; **within tolerance** = "
+             "CPU with the same instruction set, thread count and numeric libraries (a row run at another "
+             "thread count is at best within tolerance); **within tolerance** = "
              "|Δ| <= max(1e-4, min(1e-3, 2 x reference seed std / sqrt(seeds))); structural cells must be "
              "identical; speed cells are machine-dependent and not judged.", ""]
     summary = {}
@@ -137,6 +177,16 @@ def write_comparison(names: list[str], reference: Path = REFERENCE, local: Path 
                   f"- **{counts.get('identical', 0)} of {len(judged)} judged cells identical, "
                   f"{counts.get('within tolerance', 0)} within tolerance, {counts.get('differs', 0)} differ**"
                   + (f", {counts.get('missing', 0)} missing" if counts.get("missing") else ""), ""]
+        claims = verdicts.get(name, [])
+        if claims:
+            moved = [c for c in claims if not c["same"]]
+            lines += [f"- **claims: {len(claims) - len(moved)} of {len(claims)} verdicts the same**"
+                      + (f"; moved: {', '.join(c['claim'] for c in moved)}" if moved else ""), "",
+                      "| claim | kind | reference verdict | verdict here | same |", "|---|---|---|---|---|"]
+            for c in sorted(claims, key=lambda c: c["same"]):
+                lines.append(f"| `{c['claim']}` | {c['kind']} | {c['reference']} | {c['this machine']} | "
+                             f"{'yes' if c['same'] else '**no**'} |")
+            lines.append("")
         lines.append("| row | column | reference | this machine | Δ | tolerance | seeds | verdict |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for _, c in df.iterrows():
@@ -150,7 +200,8 @@ def write_comparison(names: list[str], reference: Path = REFERENCE, local: Path 
     md = local / "reproduction.md"
     atomic_write_text(md, "\n".join(lines))
     records = [r for df in frames for r in df.to_dict(orient="records")]
-    atomic_write_json(local / "reproduction.json", {"summary": summary, "problems": problems, "cells": records})
+    atomic_write_json(local / "reproduction.json", {"summary": summary, "problems": problems, "cells": records,
+                                                    "claims": [c for cs in verdicts.values() for c in cs]})
     for name, counts in summary.items():
         judged = sum(counts.values())
         print(f"reproduction of {name}: {counts.get('identical', 0)}/{judged} cells identical, "

@@ -141,17 +141,19 @@ def test_pairing_by_request_tightens_the_interval():
     assert (unpaired.hi - unpaired.lo) > 3 * (paired.hi - paired.lo)
 
 
-def test_old_runs_fall_back_to_a_seed_only_interval_and_say_so():
+def test_old_runs_fall_back_to_a_seed_t_interval_and_say_so():
     old = {"A": make_runs(0.780, (-0.001, 0.0, 0.001), bootstrap=False),
            "B": make_runs(0.770, (-0.001, 0.0, 0.001), bootstrap=False)}
     res = verdicts([claim("a-beats-b", cond(["A", "B"]))], old)
     iv = res["a-beats-b"].conditions[0].interval
-    assert iv.method == "seed-only bootstrap" and iv.n_replicates == 0
-    assert "seed-only" in res["a-beats-b"].numbers() and "older runs" in res["a-beats-b"].numbers()
+    assert iv.method == "t-interval over seeds" and iv.n_replicates == 0
+    assert "t-interval over 3×3 seeds" in res["a-beats-b"].numbers() and "older runs" in res["a-beats-b"].numbers()
     assert res["a-beats-b"].verdict == "holds"
+    # Welch's interval: seed sd 0.001 per row, n = 3 each, df = 4 -> half-width t(0.975, 4) * sqrt(2 * 1e-6 / 3)
+    assert iv.hi - iv.estimate == pytest.approx(2.7764451 * (2e-6 / 3) ** 0.5, rel=1e-6)
     # Replicates on one side only: also seed-only, never a half-paired interval.
     mixed = compare(row_samples(make_runs(0.78), "test AUC"), row_samples(old["B"], "test AUC"))
-    assert mixed.method == "seed-only bootstrap"
+    assert mixed.method == "t-interval over seeds"
 
 
 def test_pairwise_covers_every_pair_once():
@@ -280,7 +282,7 @@ def test_report_notes_several_commits_with_one_harness_core_without_a_warning(tm
 # --------------------------------------------------------------------------- measured conditions
 MEASURED = [{"id": "store", "text": "t", "source": "s", "conditions": [
     {"measured": {"name": "pcf_store", "row": "PCF-GNN store", "column": "bytes / pair table"},
-     "relation": "<", "threshold": 0.5}]}]
+     "relation": "<", "threshold": 0.5, "deterministic": True}]}]
 
 
 def store_result(ratio: str) -> dict:
@@ -288,11 +290,43 @@ def store_result(ratio: str) -> dict:
 
 
 @pytest.mark.parametrize("ratio, verdict", [("0.210", "holds"), ("0.730", "does not hold")])
-def test_a_measured_condition_is_judged_on_the_exact_figure(ratio, verdict):
+def test_a_deterministic_measured_condition_is_judged_on_the_exact_figure(ratio, verdict):
     claims = parse_claims("x.yaml", MEASURED)
     [result] = evaluate_claims(claims, {}, measurements={"pcf_store": store_result(ratio)})
     assert result.verdict == verdict
-    assert ratio.rstrip("0") in result.numbers()
+    assert ratio.rstrip("0") in result.numbers() and "deterministic" in result.numbers()
+
+
+SPEED = [{"id": "faster", "text": "t", "source": "s", "conditions": [
+    {"measured": {"name": "speed", "row": "fused", "column": "x plain"}, "relation": ">", "threshold": 1.0}]}]
+
+
+def speed_result(figure: str, repeats: list[float] | None) -> dict:
+    out = {"columns": ["engine", "x plain"], "rows": [["plain", "1.00"], ["fused", figure]]}
+    if repeats is not None:
+        out["repeats"] = {"fused": {"x plain": repeats}}
+    return out
+
+
+@pytest.mark.parametrize("repeats, verdict", [
+    (None, "inconclusive"),                                # measured once: no interval, whatever the figure
+    ([1.21, 1.25, 1.19, 1.23, 1.22], "holds"),             # five repeats all well above 1
+    ([1.06, 0.81, 1.30, 0.95, 1.18], "inconclusive"),      # the same mean-ish figure, spread over 1
+    ([0.71, 0.69, 0.74, 0.70, 0.72], "does not hold"),
+])
+def test_a_measured_speed_takes_its_repeats_interval(repeats, verdict):
+    [result] = evaluate_claims(parse_claims("x.yaml", SPEED), {}, measurements={"speed": speed_result("1.06", repeats)})
+    assert result.verdict == verdict
+    if repeats is None:
+        assert "measured once" in result.numbers()
+    else:
+        assert "5 interleaved repeats" in result.numbers()
+
+
+def test_few_measured_repeats_are_flagged():
+    [result] = evaluate_claims(parse_claims("x.yaml", SPEED), {},
+                               measurements={"speed": speed_result("1.2", [1.2, 1.21, 1.19])})
+    assert result.verdict == "holds" and "fewer than 5 repeats" in result.numbers()
 
 
 def test_a_missing_measurement_is_not_testable_and_a_malformed_reference_is_an_error():
@@ -335,3 +369,159 @@ def test_a_data_sets_own_test_split_is_a_claim_metric_and_a_table_column(tmp_pat
     text = write_report("baselines_smoke", results)[0].read_text()
     assert "| AUC test_unseen_pairs |" in text and "0.7500" in text and "0.7100" in text
     assert "test_unseen_pairs +0.0400 [" in text  # the paired interval against the baseline
+
+
+# --------------------------------------------------------------------------- difference of differences
+def knob_runs(on_gain: float, off_gain: float, *, sd: float = 0.0003) -> dict[str, list[dict]]:
+    """A method and its baseline with a world structure on, and both with it off."""
+    return {"M": make_runs(0.780 + on_gain, own_sd=sd, rng_seed=1), "Base": make_runs(0.780, own_sd=sd, rng_seed=2),
+            "M · off": make_runs(0.770 + off_gain, own_sd=sd, rng_seed=3),
+            "Base · off": make_runs(0.770, own_sd=sd, rng_seed=4)}
+
+
+VANISH = claim("gain-needs-knob", cond(["M", "Base", "M · off", "Base · off"], stat="difference_of_differences"),
+               requires=[cond(["M", "Base"])])
+
+
+def test_a_vanishing_gain_is_a_difference_of_differences():
+    res = verdicts([VANISH], knob_runs(0.004, 0.0))
+    r = res["gain-needs-knob"]
+    assert r.verdict == "holds"
+    assert r.conditions[0].interval.estimate == pytest.approx(0.004)
+    assert "requires" in r.numbers() and "(M − Base) − (M · off − Base · off)" in r.numbers()
+    # the gain grows with the knob off: it did not come from the knob
+    assert verdicts([VANISH], knob_runs(0.004, 0.008))["gain-needs-knob"].verdict == "does not hold"
+    # as large with the knob off: no evidence either way
+    assert verdicts([VANISH], knob_runs(0.004, 0.004))["gain-needs-knob"].verdict == "inconclusive"
+
+
+def test_no_gain_with_the_knob_on_is_not_a_gain_that_vanished():
+    """The old rule ("off gain < threshold") held when there was no gain at all; now it is not testable."""
+    for on_gain in (0.0, -0.004):
+        r = verdicts([VANISH], knob_runs(on_gain, 0.0))["gain-needs-knob"]
+        assert r.verdict == "not testable here"
+        assert r.numbers().startswith("no gain to vanish") and not r.conditions
+    old_rule = claim("old", cond(["M · off", "Base · off"], relation="<", threshold=0.001))
+    assert verdicts([old_rule], knob_runs(-0.004, 0.0))["old"].verdict == "holds"  # what it used to say
+
+
+def test_the_difference_of_differences_needs_four_rows_and_requires_conditions():
+    with pytest.raises(ConfigError, match="takes 4 row"):
+        parse_claims("x.yaml", [claim("x", cond(["A", "B"], stat="difference_of_differences"))])
+    with pytest.raises(ConfigError, match="requires"):
+        parse_claims("x.yaml", [claim("x", cond(["A", "B"]), requires=[])])
+    with pytest.raises(ConfigError, match=r"requires\[0\].*rows"):
+        parse_claims("x.yaml", [claim("x", cond(["A", "B"]), requires=[cond(["A", "Typo"])])], labels=["A", "B"])
+
+
+# --------------------------------------------------------------------------- seed pairing
+def teacher_runs(shift_by_seed: tuple[float, ...], gain: float) -> dict[str, list[dict]]:
+    """Two students of one teacher whose per-seed quality moves both (a shared ranker at seed k)."""
+    return {"S1": make_runs(0.78 + gain, shift_by_seed, rng_seed=1, own_sd=0.0001),
+            "S2": make_runs(0.78, shift_by_seed, rng_seed=2, own_sd=0.0001),
+            "T": make_runs(0.80, shift_by_seed, rng_seed=3, own_sd=0.0001)}
+
+
+def test_rows_sharing_a_teacher_are_seed_paired():
+    from repro.claims import RowInputs
+
+    runs = teacher_runs((-0.004, 0.0, 0.004), gain=0.001)  # the teacher's seed moves both students by +-0.004
+    seeds = {k: [0, 1, 2] for k in runs}
+    shared = RowInputs(seeds, {"S1": "T", "S2": "T", "T": ""})
+    raw = [claim("s1-beats-s2", cond(["S1", "S2"]))]
+    unpaired = verdicts(raw, runs)["s1-beats-s2"]
+    paired = {r.claim.id: r for r in evaluate_claims(parse_claims("x", raw), runs, row_inputs=shared)}["s1-beats-s2"]
+    assert unpaired.verdict == "inconclusive" and paired.verdict == "holds"
+    assert "seeds paired" in paired.numbers() and "seeds paired" not in unpaired.numbers()
+    # no shared per-seed input: not paired, even with the same seeds
+    alone = RowInputs(seeds, {"S1": "", "S2": "", "T": ""})
+    assert evaluate_claims(parse_claims("x", raw), runs, row_inputs=alone)[0].verdict == "inconclusive"
+    # other seeds: never paired (the rule pairs seed k with seed k)
+    other = RowInputs({"S1": [0, 1, 2], "S2": [3, 4, 5], "T": [0, 1, 2]}, {"S1": "T", "S2": "T", "T": ""})
+    assert evaluate_claims(parse_claims("x", raw), runs, row_inputs=other)[0].verdict == "inconclusive"
+
+
+def test_seed_pairing_aligns_seeds_not_run_order():
+    from repro.claims import RowInputs
+
+    runs = teacher_runs((-0.004, 0.0, 0.004), gain=0.001)
+    runs["S2"] = runs["S2"][::-1]  # its runs listed in another order than S1's
+    shared = RowInputs({"S1": [0, 1, 2], "S2": [2, 1, 0], "T": [0, 1, 2]}, {"S1": "T", "S2": "T", "T": ""})
+    r = evaluate_claims(parse_claims("x", [claim("c", cond(["S1", "S2"]))]), runs, row_inputs=shared)[0]
+    assert r.verdict == "holds" and r.conditions[0].interval.hi - r.conditions[0].interval.lo < 0.002
+
+
+def test_a_seed_paired_t_interval_is_a_paired_t():
+    from repro.claims import RowInputs
+
+    runs = {k: make_runs(v, (-0.004, 0.0, 0.005), bootstrap=False, rng_seed=i)
+            for i, (k, v) in enumerate({"S1": 0.781, "S2": 0.780, "T": 0.8}.items())}
+    runs["S1"][2]["test"]["auc"] += 0.0003  # per-seed differences 0.001, 0.001, 0.0013
+    shared = RowInputs({k: [0, 1, 2] for k in runs}, {"S1": "T", "S2": "T", "T": ""})
+    iv = evaluate_claims(parse_claims("x", [claim("c", cond(["S1", "S2"]))]), runs, row_inputs=shared)[0].conditions[0].interval
+    d = np.array([0.001, 0.001, 0.0013])
+    assert iv.estimate == pytest.approx(d.mean())
+    assert iv.hi - iv.estimate == pytest.approx(4.3026527 * d.std(ddof=1) / 3 ** 0.5, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- calibration per seed
+def pcoc_runs(values) -> list[dict]:
+    return [{"test": {"pcoc": v, "auc": 0.78}} for v in values]
+
+
+@pytest.mark.parametrize("values, verdict", [
+    ((1.02, 0.97, 1.05), "holds"),
+    ((1.036, 0.86, 1.18), "does not hold"),   # a mean of 1.03 inside the band, 2 of 3 seeds outside it
+    ((1.02, 0.97, 1.18), "inconclusive"),     # one seed of three outside
+])
+def test_calibration_is_judged_per_seed(values, verdict):
+    band = claim("calibrated", cond(["A"], metric="test PCOC", stat="value", relation=">", threshold=0.9),
+                 cond(["A"], metric="test PCOC", stat="value", relation="<", threshold=1.1))
+    r = verdicts([band], {"A": pcoc_runs(values)})["calibrated"]
+    assert r.verdict == verdict
+    assert "seed by seed" in r.numbers()
+
+
+# --------------------------------------------------------------------------- kinds and multiplicity
+def test_paper_claims_and_suite_checks_are_told_apart():
+    parsed = parse_claims("x", [claim("p", cond(["A", "B"])),
+                                claim("c", cond(["A", "B"]), source="adrepro check (issue 7): a premise"),
+                                claim("k", cond(["A", "B"]), source="adrepro check", kind="paper")])
+    assert [c.kind for c in parsed] == ["paper", "check", "paper"]
+    with pytest.raises(ConfigError, match="kind"):
+        parse_claims("x", [claim("p", cond(["A", "B"]), kind="opinion")])
+
+
+def test_benjamini_hochberg_rejects_the_smallest_p_values_up_to_the_cutoff():
+    from repro.claims import benjamini_hochberg
+
+    # m = 4, rate 0.05: the k-th smallest p is compared with k/4 * 0.05 = 0.0125, 0.025, 0.0375, 0.05;
+    # the largest k under its bound is 3 (0.03 <= 0.0375), so the three smallest are rejected
+    assert benjamini_hochberg([0.01, 0.02, 0.03, 0.5], 0.05) == [True, True, True, False]
+    assert benjamini_hochberg([0.02, 0.03, 0.04, 0.5], 0.05) == [False, False, False, False]
+    assert benjamini_hochberg([0.5, 0.001], 0.05) == [False, True]
+
+
+def test_adjusted_verdicts_never_strengthen_and_weaken_marginal_ones_in_a_large_family():
+    from repro.claims import adjust_verdicts
+
+    runs = {"A": make_runs(0.780, rng_seed=1), "B": make_runs(0.770, rng_seed=2)}
+    # one clear claim among many marginal ones: p just under 0.025 each, raw "holds"
+    margin = {}
+    for i in range(30):
+        margin[f"M{i}"] = make_runs(0.770 + 0.00072, rng_seed=10 + i, own_sd=0.0004)
+    runs.update(margin)
+    raw = [claim("clear", cond(["A", "B"]))] + [claim(f"m{i}", cond([f"M{i}", "B"])) for i in range(30)]
+    res = evaluate_claims(parse_claims("x", raw), runs)
+    n = adjust_verdicts(res)
+    assert n == 31
+    by = {r.claim.id: r for r in res}
+    assert by["clear"].adjusted == "holds"
+    marginal = [by[f"m{i}"] for i in range(30) if by[f"m{i}"].verdict == "holds"]
+    assert marginal, "the setup should give some raw 'holds' near the threshold"
+    assert any(r.adjusted == "inconclusive" for r in marginal)
+    for r in res:  # the adjusted verdict is the raw one or inconclusive
+        assert r.adjusted in (r.verdict, "inconclusive")
+    # suite checks are outside the family
+    checks = evaluate_claims(parse_claims("x", [claim("c", cond(["A", "B"]), source="adrepro check")]), runs)
+    assert adjust_verdicts(checks) == 0 and checks[0].adjusted is None

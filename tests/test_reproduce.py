@@ -28,6 +28,9 @@ def test_tolerance_rule():
     assert verdict("test AUC", 0.78, 0.7790, 1e-4) == "differs"
     assert verdict("params", 100, 101, 1.0) == "differs"  # structure must match exactly
     assert verdict("train samples/s", 1e5, 5e4, 1e-4).startswith("not judged")
+    # the thread count is no part of a run's identity: equal numbers at another count are not "identical"
+    assert verdict("test AUC", 0.78, 0.78, 1e-4, same_threads=False) == "within tolerance"
+    assert verdict("params", 100, 100, 1.0, same_threads=False) == "identical"  # structure does not sum
 
 
 def test_a_rerun_here_matches_the_reference_cell_by_cell(reference, tmp_path):
@@ -56,6 +59,30 @@ def test_a_changed_number_is_reported_as_differing(reference, tmp_path):
     cells = json.loads((local / "reproduction.json").read_text())["cells"]
     bad = [c for c in cells if c["verdict"] == "differs"]
     assert [(c["column"]) for c in bad] == ["test AUC"]
+
+
+def test_verdicts_are_compared_beside_the_cells(reference, tmp_path):
+    ref, tag, _ = reference
+    local = tmp_path / "local"
+    shutil.copytree(ref, local)
+    write_comparison([tag], reference=ref, local=local)
+    claims = {c["claim"]: c for c in json.loads((local / "reproduction.json").read_text())["claims"]}
+    assert claims and all(c["same"] for c in claims.values())
+    # Make every LR run far better than DeepFM here (smoke DeepFM leads LR by ~0.24): deepfm-over-lr
+    # must flip, and say so.
+    index = json.loads((local / "runs" / tag / "index.json").read_text())
+    for rel in index["runs"]:
+        manifest = json.loads((local / "runs" / tag / rel / "manifest.json").read_text())
+        if manifest["label"] == "LR":
+            path = local / "runs" / tag / rel / "metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics["test"]["auc"] += 0.45
+            metrics["test"]["bootstrap"]["auc"] = [a + 0.45 for a in metrics["test"]["bootstrap"]["auc"]]
+            path.write_text(json.dumps(metrics))
+    md = write_comparison([tag], reference=ref, local=local)
+    moved = {c["claim"]: c for c in json.loads((local / "reproduction.json").read_text())["claims"]}
+    assert not moved["deepfm-over-lr"]["same"] and moved["deepfm-over-lr"]["this machine"] == "does not hold"
+    assert "moved: deepfm-over-lr" in md.read_text()
 
 
 def test_promote_replaces_the_reference_whole(reference, tmp_path):
