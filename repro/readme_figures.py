@@ -866,6 +866,34 @@ def _(r: Results) -> tuple[float, float]:
     return lo, hi
 
 
+# the world and the compression tables
+
+@figure("bayes_random_auc_se", value(3))
+def _(r: Results) -> float:
+    """Bootstrap standard error of the Bayes-optimal AUC on test_random at the default scale: the
+    standard deviation of its 500 request replicates, averaged over the baseline DeepFM's seeds."""
+    ses = []
+    for metrics in r.run_metrics("baselines", "DeepFM"):
+        reps = [float(x) for x in metrics["bayes"]["test_random"]["bootstrap"]["auc"]]
+        mean = sum(reps) / len(reps)
+        ses.append((sum((x - mean) ** 2 for x in reps) / (len(reps) - 1)) ** 0.5)
+    return sum(ses) / len(ses)
+
+
+@figure("compression_large_embedding_rows", value(1, scale=1e-6))
+def _(r: Results) -> float:
+    """Millions of embedding rows of the full vocabulary on the compression table's
+    high-cardinality world (the table's own line)."""
+    return r.search("embedding_compression_large.md", r"Full vocabulary: ([\d,]+) embedding rows")
+
+
+@figure("large_train_rows", value(0, "M", scale=1e-6))
+def _(r: Results) -> float:
+    """Training rows of the ladder's high-cardinality world (the ladder's notes)."""
+    return r.search("runs/hpc_ladder_large/measurements/hpc_ladder.json", r"([\d,]+) training rows",
+                    r.measurement_notes("hpc_ladder_large", "hpc_ladder"))
+
+
 # --- checking and writing ----------------------------------------------------------------------
 
 @dataclass
