@@ -54,7 +54,7 @@ README = ROOT / "README.md"
 RESULTS = ROOT / "results"
 
 MARKER = re.compile(r"<!-- fig:([a-z0-9_]+) -->")
-NUMBER = r"[+\-−]?\d[\d,]*(?:\.\d+)?"
+NUMBER = r"[+\-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"  # 1,622 but not the comma of "146, "
 
 
 # --- formatting --------------------------------------------------------------------------------

@@ -146,6 +146,8 @@ def test_a_shape_owns_the_figure_and_nothing_after_it():
     pair = rf.pair(0, "x").pattern(2)
     assert pair.match("110x / 111x** over").group() == "110x / 111x"
     assert pair.match("110x over") is None
+    assert rf.value(0).pattern(1).match("146, where").group() == "146"
+    assert rf.value(0, thousands=True).pattern(1).match("1,622: SparseAdam").group() == "1,622"
     three = rf.pair(4).pattern(3)
     assert three.match("0.8291 / 0.8285 / 0.8284, 30k").group() == "0.8291 / 0.8285 / 0.8284"
 
