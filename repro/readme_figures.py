@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "results"
 
+PEERS_CAVEAT = " (no committed manifests yet: quoted as the file states it)"
 MARKER = re.compile(r"<!-- fig:([a-z0-9_]+) -->")
 NUMBER = r"[+\-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"  # 1,622 but not the comma of "146, "
 
@@ -188,7 +189,7 @@ class Results:
         path = self.root / rel
         shown = f"results/{rel}"
         if log:
-            self._log(shown)
+            self._log(shown + (PEERS_CAVEAT if rel.startswith("peers") else ""))
         if path not in self._cache:
             if not path.exists():
                 raise FileNotFoundError(f"{shown} does not exist")
@@ -261,7 +262,7 @@ class Results:
                     if not row.startswith("|"):
                         break
                     body.append(_md_cells(row))
-                return Table(cells, body, f"results/{stem}.md (no manifests: the file's own figures)")
+                return Table(cells, body, f"results/{stem}.md{PEERS_CAVEAT}")
         raise KeyError(f"results/{stem}.md: no table with a column {column!r}")
 
     def search(self, rel: str, pattern: str, text: str | None = None) -> float:

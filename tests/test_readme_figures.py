@@ -111,7 +111,10 @@ def test_peers_tables_are_read_as_the_file_states_them(tmp_path):
     t = rf.Results(tmp_path).peers_table("peers", "seeds")
     assert t.number("FuxiCTR", "test AUC mean ± sd", sep="±") == 0.8073
     assert t.number("FuxiCTR", "training samples/s") == 61707
-    assert "no manifests" in t.where
+    assert "no committed manifests" in t.where
+    stale = COMMITTED.replace("<!-- fig:peers_auc_adrepro -->0.8059", "<!-- fig:peers_auc_adrepro -->0.8058")
+    (m,) = rf.check(stale, committed_results())
+    assert m.figure == "peers_auc_adrepro" and m.source == "results/peers.md" + rf.PEERS_CAVEAT
 
 
 @pytest.mark.parametrize("fmt, values, text", [
