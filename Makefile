@@ -10,7 +10,7 @@ EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embed
 # Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
 LOCAL  := reproduced
 
-.PHONY: venv test reproduce-all compare promote bench report clean-cache peers peers-rerun
+.PHONY: venv test reproduce-all compare promote bench report readme-check clean-cache peers peers-rerun
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,15 @@ compare: $(STAMP)
 promote: $(STAMP)
 	$(PY) -m repro.reproduce promote $(EXPERIMENTS)
 
-# Rebuilds the committed tables and plots under results/ from the committed manifests alone.
+# Rebuilds the committed tables and plots under results/ from the committed manifests alone, then
+# rewrites the README's marked figures from them (repro/readme_figures.py).
 report: $(STAMP)
 	$(PY) -m repro.report $(EXPERIMENTS)
+	$(PY) -m repro.readme_figures --write
+
+# Fails, listing each one, where a marked README figure differs from results/ (also part of `make test`).
+readme-check: $(STAMP)
+	$(PY) -m repro.readme_figures --check
 
 bench: $(STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=mean,stddev,rounds,ops --benchmark-sort=name
