@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # FORCE=1 reruns every experiment even when a done run with the same config exists.
 FORCE  ?= 0
+# JOBS=N trains N stale runs at a time, the cores divided among them (repro/experiments.py).
+JOBS   ?= 1
 EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embedding_compression_large apg pcf_gnn hpc_ladder hpc_ladder_large cascade_rdpr cascade_oracle cascade_creative
 
 # Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
@@ -28,7 +30,7 @@ test: $(STAMP)
 # nothing), builds its tables and plots there, then compares every cell with the committed
 # reference in results/: $(LOCAL)/reproduction.md.
 reproduce-all: $(STAMP)
-	$(PY) -m repro.experiments $(EXPERIMENTS) --results-dir $(LOCAL) --force=$(FORCE)
+	$(PY) -m repro.experiments $(EXPERIMENTS) --results-dir $(LOCAL) --force=$(FORCE) --jobs $(JOBS)
 	$(PY) -m repro.reproduce compare $(EXPERIMENTS)
 
 compare: $(STAMP)

@@ -8,15 +8,31 @@ rows three), a ``budget_minutes``, a ``report`` block, the paper's
 cached by the inputs that decide its numbers (``repro.run.staleness``), so a second call reruns
 nothing. All named experiments are planned first, so progress shows the whole job's ETA. The experiment's ``index.json`` lists the
 runs of its current definition; run folders no longer listed are removed (git keeps history).
+
+**Parallel runs** (``--jobs N``, ``make reproduce-all JOBS=N``). The stale runs of a plan go to N
+worker processes (``concurrent.futures.ProcessPoolExecutor``, spawned), or through submitit to a
+SLURM cluster (``--executor submitit``; submitit's local executor runs the same path on one
+machine). The choices:
+- threads are divided: each job trains with ``cores // N`` threads (at least 1), so no core is
+  oversubscribed (two 2-thread processes on 2 cores slowed small ops 10-40x here). The thread count
+  is a scheduling input, recorded in the manifest and no part of a run's identity;
+- teachers run before their students: the plan runs in waves, a student (``data.teacher``) in the
+  wave after the one that holds its teacher, so a student never reads a half-written teacher;
+- runs whose speed a claim judges (a condition on ``train samples/s``) run alone, one after the
+  other, after the parallel waves; measurements always run alone after the runs. Every run that
+  trained beside another job says so in its manifest (``scheduling``), and its table flags its
+  samples/s as not comparable.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +107,8 @@ class Job:
     run_dir: Path
     reasons: list[str]  # why it must run; empty = cached
     estimate_s: float  # the reference run's wall time, or an average when there is none
+    exclusive: bool = False  # its speed is judged: it never trains beside another job
+    teacher: str = ""  # the label of the run it distils (data.teacher), run before it
 
 
 def reference_seconds(run_dir: Path, label: str, reference_root: Path | None = None) -> float:
@@ -131,7 +149,9 @@ def plan(names: list[str], force: bool = False, extra: list[str] = (), results_d
                     resolved = resolve(cfg)
                     reasons = ["forced"] if force else staleness(resolved)
                     estimate = reference_seconds(resolved.run_dir, run["label"])
-                    jobs.append(Job(name, run["label"], seed, cfg, resolved.run_dir, reasons, estimate))
+                    jobs.append(Job(name, run["label"], seed, cfg, resolved.run_dir, reasons, estimate,
+                                    exclusive=run["label"] in speed_judged_rows(spec),
+                                    teacher=str(resolved.config["data"].get("teacher") or "")))
     known = [j.estimate_s for j in jobs if j.estimate_s > 0]
     for j in jobs:
         if j.estimate_s <= 0:
@@ -139,11 +159,167 @@ def plan(names: list[str], force: bool = False, extra: list[str] = (), results_d
     return jobs
 
 
-def execute_plan(jobs: list[Job]) -> dict[str, float]:
-    """Run the stale jobs in order, printing progress and the whole job's ETA; returns the seconds
-    spent per experiment.
+SPEED_METRICS = ("train samples/s",)
 
-    The ETA scales the reference runs' times by how fast this machine has been so far."""
+
+def speed_judged_rows(spec: dict) -> set[str]:
+    """The rows of an experiment whose speed a claim judges: they must run alone."""
+    rows = set()
+    for claim in spec.get("claims") or []:
+        for cond in [*(claim.get("conditions") or []), *(claim.get("requires") or [])]:
+            if isinstance(cond, dict) and cond.get("metric") in SPEED_METRICS:
+                rows.update(cond.get("rows") or [])
+    return rows
+
+
+def waves(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs in dependency order: each wave holds the jobs whose teacher (same experiment,
+    results folder and seed) is in an earlier wave or not in the plan at all."""
+    key = {(j.experiment, j.run_dir.parents[1], j.seed, j.label): j for j in jobs}
+    depth: dict[int, int] = {}
+
+    def level(job: Job, seen: tuple = ()) -> int:
+        if id(job) in depth:
+            return depth[id(job)]
+        teacher = key.get((job.experiment, job.run_dir.parents[1], job.seed, job.teacher)) if job.teacher else None
+        if teacher is not None and id(teacher) in seen:
+            raise ConfigError(f"experiment {job.experiment!r}: teachers form a cycle through {job.label!r}")
+        depth[id(job)] = 0 if teacher is None else level(teacher, (*seen, id(job))) + 1
+        return depth[id(job)]
+
+    out: list[list[Job]] = []
+    for job in jobs:
+        d = level(job)
+        while len(out) <= d:
+            out.append([])
+        out[d].append(job)
+    return out
+
+
+@dataclass
+class Scheduling:
+    """How the stale runs are executed: ``jobs`` processes at ``threads`` threads each."""
+
+    jobs: int = 1
+    executor: str = "processes"  # "processes" (this machine) | "submitit"
+    cluster: str | None = None  # submitit: None (auto: SLURM if present, else local) | "local" | "slurm" | "debug"
+    folder: Path = field(default_factory=lambda: ROOT / "reproduced" / "submitit")
+    threads: int = 0  # 0: cores // jobs
+
+    def threads_per_job(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+
+
+def run_job(cfg: dict, force: bool, threads: int | None, scheduling: dict | None) -> str:
+    """One run in a worker process (a plain config: picklable); returns its folder. A run that
+    trained beside other jobs records it in its manifest (``scheduling``)."""
+    from repro.io import atomic_write_json
+    from repro.run import execute, load_json, resolve
+
+    if threads is not None:
+        cfg = {**cfg, "train": {**(cfg.get("train") or {}), "threads": threads}}
+    manifest = execute(cfg, force=force)
+    where = resolve(cfg).run_dir
+    if scheduling and manifest.get("finished", "") >= scheduling["started"]:  # it ran now, not cached
+        done = load_json(where / "manifest.json") or manifest
+        atomic_write_json(where / "manifest.json", {**done, "scheduling": scheduling})
+    return str(where)
+
+
+def execute_plan(jobs: list[Job], scheduling: Scheduling | None = None) -> dict[str, float]:
+    """Run the stale jobs (in order, or ``scheduling.jobs`` at a time) and return the seconds spent
+    per experiment (parallel: the waves' wall time, shared out by the jobs' estimates)."""
+    if scheduling is not None and (scheduling.jobs > 1 or scheduling.executor == "submitit"):
+        return _execute_parallel(jobs, scheduling)
+    return _execute_serial(jobs)
+
+
+def _execute_parallel(jobs: list[Job], scheduling: Scheduling) -> dict[str, float]:
+    todo = [j for j in jobs if j.reasons or j.teacher]
+    by_label = {(j.experiment, j.run_dir.parents[1], j.seed, j.label): j for j in todo}
+    for j in todo:  # a student of a teacher that runs alone (after the waves) runs after it, alone too
+        teacher = by_label.get((j.experiment, j.run_dir.parents[1], j.seed, j.teacher))
+        if teacher is not None and teacher.exclusive:
+            j.exclusive = True
+    alone = [j for j in todo if j.exclusive]
+    threads = scheduling.threads_per_job()
+    print(f"{len(jobs)} runs: {len(jobs) - len(todo)} up to date, {len(todo)} to run in {scheduling.jobs} parallel "
+          f"jobs of {threads} thread(s) ({len(alone)} alone after them: their speed is judged)", flush=True)
+    spent: dict[str, float] = {}
+    started = _now_iso()
+    info = {"parallel_jobs": scheduling.jobs, "threads_per_job": threads, "executor": scheduling.executor,
+            "started": started}
+    parallel = [j for j in todo if not j.exclusive]
+    for number, wave in enumerate(waves(parallel), 1):
+        t = time.time()
+        plain = [(OmegaConf.to_container(j.cfg, resolve=True), j.reasons == ["forced"]) for j in wave]
+        print(f"wave {number}: {len(wave)} run(s)", flush=True)
+        if scheduling.executor == "submitit":
+            _submitit_wave(plain, threads, info, scheduling)
+        else:
+            _process_wave(plain, threads, info, scheduling.jobs)
+        wall = time.time() - t
+        total = sum(j.estimate_s for j in wave) or 1.0
+        for j in wave:
+            spent[j.experiment] = spent.get(j.experiment, 0.0) + wall * j.estimate_s / total
+    for j in alone:
+        t = time.time()
+        run_job(OmegaConf.to_container(j.cfg, resolve=True), j.reasons == ["forced"], None, None)
+        spent[j.experiment] = spent.get(j.experiment, 0.0) + time.time() - t
+    return spent
+
+
+def _process_wave(plain: list[tuple[dict, bool]], threads: int, info: dict, jobs: int) -> None:
+    import multiprocessing
+
+    # spawned, not forked: a fork of a process that has started torch's thread pools can hang
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_limit_threads, initargs=(threads,)) as pool:
+        futures = {pool.submit(run_job, cfg, force, threads, info): cfg.get("label") for cfg, force in plain}
+        failed = []
+        for future in as_completed(futures):
+            try:
+                print(f"[finished] {future.result()}", flush=True)
+            except Exception as e:  # the run's own .failed/ folder holds its manifest and traceback
+                failed.append(f"{futures[future]}: {type(e).__name__}: {e}")
+    if failed:
+        raise ReproError(f"{len(failed)} parallel run(s) failed: " + "; ".join(failed))
+
+
+def _limit_threads(threads: int) -> None:
+    """A worker's BLAS/OpenMP pools sized before torch starts them."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _submitit_wave(plain: list[tuple[dict, bool]], threads: int, info: dict, scheduling: Scheduling) -> None:
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(scheduling.folder), cluster=scheduling.cluster)
+    # one task of `threads` cores per run; SLURM runs at most `jobs` of the array at once
+    executor.update_parameters(timeout_min=24 * 60, cpus_per_task=threads, slurm_array_parallelism=scheduling.jobs)
+    with executor.batch():
+        submitted = [executor.submit(run_job, cfg, force, threads, info) for cfg, force in plain]
+    failed = []
+    for job in submitted:
+        try:
+            print(f"[finished] {job.result()}", flush=True)
+        except Exception as e:  # submitit raises the worker's exception, with its log's path
+            failed.append(f"job {job.job_id}: {type(e).__name__}: {str(e)[-400:]}")
+    if failed:
+        raise ReproError(f"{len(failed)} submitted run(s) failed: " + "; ".join(failed))
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _execute_serial(jobs: list[Job]) -> dict[str, float]:
+    """Run the stale jobs in order, printing progress and the whole job's ETA; returns the seconds
+    spent per experiment. The ETA scales the reference runs' times by how fast this machine has
+    been so far."""
     from repro.run import execute
 
     # A student (data.teacher) up to date at planning is looked at again when its turn comes: its
@@ -226,13 +402,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override for every run")
     parser.add_argument("--results-dir", default=None,
                         help="run store and tables (default: the config's, results/); `make reproduce-all` uses reproduced/")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel runs, cores divided among them (default 1)")
+    parser.add_argument("--executor", choices=("processes", "submitit"), default="processes",
+                        help="processes on this machine, or submitit (SLURM where present)")
+    parser.add_argument("--cluster", default=None, help="submitit: local | slurm | debug (default: auto)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
     from repro.report import write_and_announce
 
     force = args.force not in ("0", "", "false")
     try:
         jobs = plan(args.experiments, force, args.override, args.results_dir)
-        spent = execute_plan(jobs)
+        spent = execute_plan(jobs, Scheduling(args.jobs, args.executor, args.cluster))
         for name in args.experiments:
             mine = [j for j in jobs if j.experiment == name]
             spec = load_experiment(name)

@@ -197,6 +197,11 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
     mixed = mixed_code(manifests)
     if mixed:
         lines.append(f"- {mixed}")
+    beside = [m for m in manifests if (m.get("scheduling") or {}).get("parallel_jobs", 1) > 1]
+    if beside:
+        jobs = sorted({m["scheduling"]["parallel_jobs"] for m in beside})
+        lines.append(f"- **speed: {len(beside)} of {len(manifests)} runs trained beside other jobs "
+                     f"(`--jobs {'/'.join(map(str, jobs))}`): their samples/s are not comparable with a run alone**")
     lines += [
         "- AUC random slice: the randomised-exposure requests inside `test`; AUC test_random: the separate, "
         "fully randomised-exposure test split (n/a where the runs predate it)",
