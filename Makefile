@@ -12,7 +12,7 @@ EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embed
 # Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
 LOCAL  := reproduced
 
-.PHONY: venv test reproduce-all compare promote bench report readme-check clean-cache peers peers-rerun
+.PHONY: venv test plan reproduce-all compare promote bench report readme-check clean-cache peers peers-rerun
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP)
 reproduce-all: $(STAMP)
 	$(PY) -m repro.experiments $(EXPERIMENTS) --results-dir $(LOCAL) --force=$(FORCE) --jobs $(JOBS)
 	$(PY) -m repro.reproduce compare $(EXPERIMENTS)
+
+# What is stale in results/ against the checked-out code, why, and the time to regenerate it.
+plan: $(STAMP)
+	$(PY) -m repro.experiments $(EXPERIMENTS) --plan
 
 compare: $(STAMP)
 	$(PY) -m repro.reproduce compare $(EXPERIMENTS)

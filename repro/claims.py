@@ -594,6 +594,7 @@ class ClaimResult:
     conditions: list[ConditionResult] = field(default_factory=list)
     requirements: list[ConditionResult] = field(default_factory=list)
     adjusted: str | None = None  # the Benjamini-Hochberg verdict (``adjust_verdicts``); None: not in the family
+    stale: str | None = None  # which of its rows or measurements are stale against the code (``repro.freshness``)
 
     def numbers(self) -> str:
         """The deciding numbers: per condition its interval and verdict (or why it is not testable)."""

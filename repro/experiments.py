@@ -395,6 +395,30 @@ def _prune(root: Path, keep: list[Path]) -> None:
             variant.rmdir()
 
 
+def print_plan(names: list[str], results_dir: Path, extra: list[str] = ()) -> None:
+    """``make plan``: per experiment, its runs' and measurements' states against the checked-out
+    code (``repro.freshness``), the stale ones with their reasons, and the time to regenerate them."""
+    from repro.freshness import CURRENT, STALE, experiment_freshness
+
+    total = 0.0
+    for name in names:
+        tag = experiment_tag(load_experiment(name), list(extra))
+        fresh = experiment_freshness(name, results_dir, tag)
+        budget = load_experiment(name).get("budget_minutes")
+        print(f"{tag}: {fresh.summary()}" + (f" (budget {budget} min)" if budget else ""))
+        for label, state in fresh.rows().items():
+            if state.state != CURRENT:
+                print(f"  {'STALE' if state.state == STALE else 'waiting'} {label}: {'; '.join(state.reasons)}")
+        for item in fresh.missing:
+            print(f"  MISSING {item}")
+        for m, state in fresh.measurements.items():
+            if state.state != CURRENT:
+                print(f"  STALE measurement {m}: {'; '.join(state.reasons)}")
+        total += fresh.stale_seconds
+    print(f"to regenerate: about {total / 60:.0f} min of runs and measurements at the reference machine's speed "
+          f"(`make reproduce-all EXPERIMENTS=...`, then `make promote`)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.experiments", description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="+", help="names under conf/experiment/")
@@ -406,12 +430,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", choices=("processes", "submitit"), default="processes",
                         help="processes on this machine, or submitit (SLURM where present)")
     parser.add_argument("--cluster", default=None, help="submitit: local | slurm | debug (default: auto)")
+    parser.add_argument("--plan", action="store_true",
+                        help="run nothing: print, per experiment, what is stale in the run store, why, and the budget")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     from repro.report import write_and_announce
 
     force = args.force not in ("0", "", "false")
+    if args.plan:
+        try:
+            print_plan(args.experiments, Path(args.results_dir) if args.results_dir else ROOT / "results", args.override)
+        except ReproError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         jobs = plan(args.experiments, force, args.override, args.results_dir)
         spent = execute_plan(jobs, Scheduling(args.jobs, args.executor, args.cluster))

@@ -170,7 +170,7 @@ def _cell(mean: float, std: float, fmt: str) -> str:
 def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: list[dict],
              runs: dict[str, list[dict]] | None = None, claim_results: list | None = None,
              table: list[str] | None = None, sections: list[str] | None = None,
-             inputs: claims_mod.RowInputs | None = None) -> str:
+             inputs: claims_mod.RowInputs | None = None, fresh=None) -> str:
     """The table; ``runs`` (label -> metrics dicts) enables the paired intervals, ``claim_results``
     (``repro.claims.evaluate_claims``) the Claims section. ``table`` replaces the standard table
     (a report kind's own, e.g. ``repro.compression_report.table_lines``); ``sections`` follow the
@@ -197,6 +197,10 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
     mixed = mixed_code(manifests)
     if mixed:
         lines.append(f"- {mixed}")
+    if fresh is not None:  # repro.freshness.ExperimentFreshness: what is stale against the checked-out code
+        from repro.freshness import header_lines
+
+        lines += header_lines(fresh)
     beside = [m for m in manifests if (m.get("scheduling") or {}).get("parallel_jobs", 1) > 1]
     if beside:
         jobs = sorted({m["scheduling"]["parallel_jobs"] for m in beside})
@@ -207,7 +211,12 @@ def markdown(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, manifests: lis
         "fully randomised-exposure test split (n/a where the runs predate it)",
         "",
     ]
-    lines += table if table is not None else standard_table(summary, df)
+    body = table if table is not None else standard_table(summary, df)
+    if fresh is not None:
+        from repro.freshness import mark_table
+
+        body = mark_table(body, fresh)
+    lines += body
     lines += sections or []
     lines += ["", "## Checks", ""]
     lines += [f"- {c}" for c in checks(summary, df, (spec.get("report") or {}).get("baseline"), runs, inputs)]
@@ -266,7 +275,8 @@ def claims_lines(results: list) -> list[str]:
     for r in results:
         kind = "paper" if r.claim.kind == "paper" else "suite check"
         adjusted = f" (BH-adjusted: **{r.adjusted}**)" if r.adjusted is not None else ""
-        out.append(f"- `{r.claim.id}` [{kind}]: {r.claim.text} ({r.claim.source}): **{r.verdict}**{adjusted}: "
+        stale = f" ⚠ **stale**: rests on stale {r.stale}" if r.stale else ""
+        out.append(f"- `{r.claim.id}` [{kind}]: {r.claim.text} ({r.claim.source}): **{r.verdict}**{adjusted}{stale}: "
                    f"{r.numbers()}")
     return out
 
@@ -415,6 +425,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     summary = summarise(df, order, (spec.get("report") or {}).get("baseline"))
     paired_by = row_inputs(loaded)
     results = experiment_claims(spec, runs, results_dir, paired_by)
+    fresh = _freshness(spec, results_dir, results)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
     report = spec.get("report") or {}
     sections = None
@@ -431,7 +442,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
         csummary = cr.summary(cdf, order, reference)
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results,
                                        table=cr.table_lines(csummary, reference), sections=sections,
-                                       inputs=paired_by))
+                                       inputs=paired_by, fresh=fresh))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
         cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
     elif report.get("kind") in ("cascade", "creative", "position"):
@@ -441,18 +452,29 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
         ksummary = build.summary(build.frame(loaded), order)
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results,
                                        table=build.table_lines(ksummary), sections=sections,
-                                       inputs=paired_by))
+                                       inputs=paired_by, fresh=fresh))
         atomic_write_text(csv, ksummary.rename_axis("row").to_csv())
         build.plot(spec.get("title", spec["name"]), ksummary, png)
     else:
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results, sections=sections,
-                                       inputs=paired_by))
+                                       inputs=paired_by, fresh=fresh))
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
         plot(spec, summary, df, png)
     write_claims_index(results_dir)
     if report.get("group") and tag in (None, spec.get("source_name")):
         write_group_page(report["group"], results_dir)
     return [md, csv, png]
+
+
+def _freshness(spec: dict, results_dir: Path, results: list):
+    """The experiment's ``repro.freshness`` state, with every claim that rests on a stale row or
+    measurement marked (``ClaimResult.stale``)."""
+    from repro.freshness import claim_staleness, experiment_freshness
+
+    fresh = experiment_freshness(spec.get("source_name", spec["name"]), results_dir, spec["name"])
+    for r in results:
+        r.stale = claim_staleness(r, fresh)
+    return fresh
 
 
 def write_claims_index(results_dir: Path | None = None) -> Path:
@@ -474,11 +496,13 @@ def write_claims_index(results_dir: Path | None = None) -> Path:
             spec = {**load_experiment(name), "source_name": name}
             loaded = load_runs(tag, results_dir)
             results = experiment_claims({**spec, "name": tag}, runs_by_label(loaded), results_dir, row_inputs(loaded))
+            fresh = _freshness({**spec, "name": tag}, results_dir, results)
         except (ConfigError, DataError) as e:
             judged.append((f"## {name}" + (f" (`{tag}`)" if tag != name else ""), [f"Claims not judged: {e}"], []))
             continue
         title = spec.get("title", name) + (f" (`{tag}`: {' '.join(index.get('extra_overrides', []))})" if tag != name else "")
-        judged.append((f"## {title}", [f"Table: [`{tag}.md`]({tag}.md); {len(loaded)} done runs."], results))
+        judged.append((f"## {title}", [f"Table: [`{tag}.md`]({tag}.md); {len(loaded)} done runs; {fresh.summary()}."],
+                       results))
     every = [r for _, _, results in judged for r in results]
     family = claims_mod.adjust_verdicts(every)
     sections = []
@@ -508,6 +532,11 @@ def write_claims_index(results_dir: Path | None = None) -> Path:
         "",
         "**Suite checks** (the suite's own checks of a method's premises, not claims of a paper): "
         + _counts({v: sum(r.verdict == v for r in every if r.claim.kind != "paper") for v in claims_mod.VERDICTS}),
+        "",
+        f"**Stale verdicts** (resting on a run or measurement that is stale against the checked-out code, "
+        f"`repro/freshness.py`): {sum(bool(r.stale) for r in every)} of {len(every)}"
+        + (" (" + ", ".join(f"`{r.claim.id}`" for r in every if r.stale) + ")" if any(r.stale for r in every) else "")
+        + "; counted in the verdicts above as they stand, until they are regenerated.",
         "",
         f"**Multiplicity.** {family} paper claims are judged at once, so at 95% about {0.05 * family:.0f} verdicts "
         "could be wrong by chance alone. Benjamini-Hochberg over those claims, at a false discovery rate of 2.5% "

@@ -210,8 +210,15 @@ def teacher_identity(run: ResolvedRun) -> dict | None:
             "predictions": stable_hash({p.name: file_digest(p) for p in files}, 16)}
 
 
+class LocalArtefact(str):
+    """A staleness reason that is a missing local artefact, not a changed input: predictions are
+    git-ignored, so on a fresh clone a run that keeps them, or a student whose teacher's they are,
+    must rerun to rebuild them, and then gives the same numbers (``repro.freshness``: "waiting")."""
+
+
 def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None = None) -> list[str]:
-    """Why the run must be (re)done; empty when its done result still stands."""
+    """Why the run must be (re)done; empty when its done result still stands. Reasons that are only
+    missing local artefacts are ``LocalArtefact`` strings; every input is compared regardless."""
     manifest = manifest if manifest is not None else load_json(run.run_dir / "manifest.json")
     if not manifest:
         return ["no run yet"]
@@ -220,17 +227,17 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
     then = manifest.get("inputs")
     if not then:
         return ["its manifest predates input tracking"]
+    reasons: list[str] = []
     missing = [s for s in run.config["train"].get("keep_predictions", ())
                if not (run.run_dir / PREDICTIONS / f"{s}.npy").exists()]
     if missing:
-        return [f"its predictions on {', '.join(missing)} were not kept"]
+        reasons.append(LocalArtefact(f"its predictions on {', '.join(missing)} are not here (git-ignored; "
+                                     "rerunning it rebuilds them)"))
     now = now or inputs(run)
-    reasons = []
     if then.get("config_hash") != now["config_hash"]:
         reasons.append("the resolved config changed")
     if then.get("teacher") != now.get("teacher"):
-        reasons.append("its teacher run is missing or changed" if now.get("teacher") is None else
-                       "its teacher run changed")
+        reasons.append(_teacher_reason(run, then.get("teacher"), now.get("teacher")))
     if then.get("data") != now["data"]:
         reasons.append(f"the data changed (prepared-data key {then.get('data')} -> {now['data']})")
     if then.get("code") != now["code"]:
@@ -242,6 +249,17 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
         if then.get("versions", {}).get(k) != v:
             reasons.append(f"{k} {then.get('versions', {}).get(k)} -> {v}")
     return reasons
+
+
+def _teacher_reason(run: ResolvedRun, then: dict | None, now: dict | None) -> str:
+    """Why a student's teacher no longer matches: gone, changed, or only its (local) predictions absent."""
+    if now is None:
+        return "its teacher run is missing"
+    same_run = then is not None and all(then.get(k) == now.get(k) for k in ("config_hash", "code"))
+    where = teacher_dir(run)
+    if same_run and where is not None and not any((where / PREDICTIONS).glob("*.npy")):
+        return LocalArtefact("its teacher's predictions are not here (git-ignored; rerunning the teacher rebuilds them)")
+    return "its teacher run changed"
 
 
 def is_done(run: ResolvedRun) -> bool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import numpy as np
@@ -156,8 +157,18 @@ def test_a_student_reads_its_teachers_frozen_predictions_and_never_the_truth(cas
     run = resolve(student)
     assert staleness(run) == []
     p = teacher_dir / PREDICTIONS / "candidates_train.npy"
-    np.save(p, np.load(p) * 0.5)
+    saved = np.load(p)
+    np.save(p, saved * 0.5)
     assert any("teacher" in r for r in staleness(run))
+    from repro.freshness import classify
+    from repro.run import LocalArtefact
+
+    assert classify(staleness(run)).state == "stale"
+    # a fresh clone: the teacher's predictions are git-ignored, so they are absent, not changed
+    shutil.rmtree(teacher_dir / PREDICTIONS)
+    reasons = staleness(run)
+    assert reasons and all(isinstance(r, LocalArtefact) for r in reasons), reasons
+    assert classify(reasons).state == "waiting" and "teacher's predictions are not here" in reasons[0]
 
 
 def test_distillation_without_a_teacher_and_unknown_tower_fields_are_clear_errors(cascade_config):
@@ -199,6 +210,31 @@ def test_the_rdpr_experiment_runs_end_to_end_into_the_cascade_table(tmp_path, ca
     # every pre-ranker is scored against the same ranker: the same "ranker alone" revenue
     assert table.loc["Two-tower", "ranker share"] == pytest.approx(table.loc["Two-tower + RDPR listwise", "ranker share"])
     assert png.stat().st_size > 10_000
+    # the test ran three of the experiment's rows: those are current, the others are missing
+    assert "freshness: 3 runs: 3 current, 0 waiting for local artefacts, 0 stale" in text
+    assert "**missing run** COLD-like seed 0: no run yet" in text
+    # a fresh clone: predictions are git-ignored; the students wait for their teacher, they are not stale
+    for kept in (results / "runs" / tag).glob("*/seed*/predictions"):
+        shutil.rmtree(kept)
+    import repro.freshness as freshness
+
+    freshness._MEMO.clear()
+    text = write_report("cascade_rdpr", results, tag=tag)[0].read_text()
+    assert "waiting (not stale) Two-tower" in text and "⚠ stale" not in text
+    # a changed input: the row is flagged in the table and the claims resting on it say so
+    index = json.loads((results / "runs" / tag / "index.json").read_text())
+    for rel in index["runs"]:
+        path = results / "runs" / tag / rel / "manifest.json"
+        manifest = json.loads(path.read_text())
+        if manifest["label"] == "Two-tower":
+            manifest["inputs"]["code"] = "0" * 16
+            path.write_text(json.dumps(manifest))
+    freshness._MEMO.clear()
+    text = write_report("cascade_rdpr", results, tag=tag)[0].read_text()
+    assert "**stale row** Two-tower: the code it executes changed" in text
+    assert "| Two-tower ⚠ stale |" in text
+    rdpr = next(line for line in text.splitlines() if line.startswith("- `rdpr-aligns-pre-ranking-with-ranking`"))
+    assert "⚠ **stale**: rests on stale rows Two-tower" in rdpr
 
 
 def test_creative_selection_is_scored_against_each_ads_best_creative():
