@@ -341,8 +341,9 @@ def _interval(table: dict, a: str, b: str):
 
 def separability(table: dict, summary: pd.DataFrame, order: list[str], split: str) -> str | None:
     """Rows ordered by mean AUC; `>` where the 95% interval of the adjacent difference excludes 0,
-    `≈` where it straddles 0; then every pair that is not separable."""
-    labels = sorted({x for pair in table for x in pair}, key=lambda lab: -_mean_auc(table, lab, summary, split))
+    `≈` where it straddles 0; then every pair that is not separable. Rows with equal means keep the
+    table's order (a set's order would depend on the process's string-hash seed)."""
+    labels = sorted(dict.fromkeys(x for pair in table for x in pair), key=lambda lab: -_mean_auc(table, lab, summary, split))
     if len(labels) < 2:
         return None
     chain = labels[0]
