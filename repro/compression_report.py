@@ -4,8 +4,8 @@ Rows are labelled ``<scheme> <ratio>x`` (``BH 1000x``, ``DCNv2 · QR 16x``); eve
 ratio names the curve a row belongs to, the ratio is the *nominal* target (the scheme's
 ``embedding.compression``). Every other figure is measured from the runs' manifests:
 
-- **stored MB**: ``profile.embedding_bytes``, the bytes a server would hold for every embedding
-  layer of the model, first-order tables included (AMTL: its exported ragged store);
+- **stored MiB**: ``profile.embedding_bytes`` / 2**20, the bytes a server would hold for every
+  embedding layer of the model, first-order tables included (AMTL: its exported ragged store);
 - **measured ratio**: the reference row's stored bytes / this row's (the ratio actually reached:
   fields at or below the schemes' ``threshold`` stay full, and a scheme whose structure cannot
   meet the target reaches less);
@@ -100,14 +100,14 @@ def _num(v: float, fmt: str) -> str:
 
 def table_lines(s: pd.DataFrame, reference: str | None) -> list[str]:
     """The Markdown table (one line per row label) and the per-field bytes of the 3-seed rows."""
-    header = ["row", "seeds", "nominal", "stored MB", "measured ratio", "test AUC", "test logloss",
+    header = ["row", "seeds", "nominal", "stored MiB", "measured ratio", "test AUC", "test logloss",
               f"AUC / {reference or 'ref'}", "reachable kept", "tail AUC", "AUC test_random", "train samples/s",
               "lookup ms"]
     lines = []
     if reference in s.index and s.loc[reference, "scheme"] == "full":
         ref = s.loc[reference]  # a full table: one dim-wide row plus one first-order weight per value
         lines += [f"Full vocabulary: {ref['parameters'] / (ref['dim'] + 1):,.0f} embedding rows over all fields "
-                  f"(dim {ref['dim']:g}), {ref['bytes'] / 2**20:,.1f} MB stored.", ""]
+                  f"(dim {ref['dim']:g}), {ref['bytes'] / 2**20:,.1f} MiB stored.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, r in s.iterrows():
         lines.append("| " + " | ".join([
@@ -127,7 +127,7 @@ def table_lines(s: pd.DataFrame, reference: str | None) -> list[str]:
     fields = [c for c in s.columns if c.startswith("bytes ")]
     heads = s[s["seeds"] >= 3]
     if fields and len(heads):
-        lines += ["", "Stored KB per field (embedding and first-order tables together), rows with three seeds:", ""]
+        lines += ["", "Stored KiB per field (embedding and first-order tables together), rows with three seeds:", ""]
         names = [c[len("bytes "):] for c in fields]
         lines.append("| row | " + " | ".join(names) + " |")
         lines.append("|" + "---|" * (len(names) + 1))

@@ -42,7 +42,7 @@ METRICS = [  # (column, path into metrics.json, format)
     ("valid AUC", ("valid", "auc"), ".4f"),
     ("train samples/s", ("profile", "train_samples_per_s"), ",.0f"),
     ("params", ("profile", "parameters"), ",.0f"),
-    ("model MB", ("profile", "model_bytes"), ".2f"),
+    ("model MiB", ("profile", "model_bytes"), ".2f"),  # bytes / 2**20 (frame)
     ("best epoch", ("train", "best_epoch"), ".2f"),
     ("run seconds", ("profile", "run_seconds"), ".0f"),
 ]
@@ -97,7 +97,7 @@ def frame(loaded: list[tuple[str, dict, dict]]) -> tuple[pd.DataFrame, list[dict
         row = {"label": manifest["label"], "seed": manifest["seed"], "run": rel}
         for col, path, _ in METRICS:
             row[col] = _get(metrics, path)
-        row["model MB"] = row["model MB"] / 2**20 if row["model MB"] is not None else None
+        row["model MiB"] = row["model MiB"] / 2**20 if row["model MiB"] is not None else None
         train = metrics.get("train", {})
         if train.get("steps"):
             row["best epoch"] = train["best_step"] / train["steps"] * train["epochs_run"]
@@ -400,6 +400,33 @@ def plot(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> Non
     plt.close(fig)
 
 
+# Measurement columns labelled "MB" whose figures are bytes / 2**20, checked in the code that computes
+# them: apg_efficiency's peak_mb (methods/model_deepening/apg_efficiency.py) and the peak_rss_mb of
+# repro.profiling.PeakMemory (rss / 2**20) that hpc_ladder and hpc_torchrec report (summed over
+# processes in hpc_torchrec). The stored results keep their names (a measured claim and the README's
+# figures name these columns; renaming them would mean remeasuring); only the table shows MiB.
+MIB_COLUMNS = {
+    "apg_efficiency": {"infer peak MB": "infer peak MiB", "train peak MB": "train peak MiB"},
+    "hpc_ladder": {"peak RSS MB": "peak RSS MiB"},
+    "hpc_torchrec": {"peak RSS MB": "peak RSS MiB"},
+}
+
+
+def with_mib_labels(lines: list[str]) -> list[str]:
+    """``repro.measurements.measurement_lines`` with each measurement table's header relabelled by
+    ``MIB_COLUMNS``: the first table line after a ``### Measurement `name``` heading is its header."""
+    out, renames = [], {}
+    for line in lines:
+        if line.startswith("### Measurement `"):
+            renames = MIB_COLUMNS.get(line.split("`")[1], {})
+        elif renames and line.startswith("| "):
+            cells = line[2:-2].split(" | ")
+            line = "| " + " | ".join(renames.get(c, c) for c in cells) + " |"
+            renames = {}
+        out.append(line)
+    return out
+
+
 def write_report(experiment: str, results_dir: Path | None = None, tag: str | None = None) -> list[Path]:
     """Rebuild ``<results_dir>/<tag>.{md,csv,png}``; ``tag`` defaults to the experiment's name."""
     from repro.experiments import load_experiment
@@ -422,8 +449,8 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     if spec.get("measurements"):
         from repro.measurements import measurement_lines
 
-        sections = ["", "## Measured beside the runs"] + measurement_lines(
-            results_dir / "runs" / spec["name"], [m["name"] for m in spec["measurements"]], results_dir, spec["name"])
+        sections = ["", "## Measured beside the runs"] + with_mib_labels(measurement_lines(
+            results_dir / "runs" / spec["name"], [m["name"] for m in spec["measurements"]], results_dir, spec["name"]))
     if report.get("kind") == "compression":
         from repro import compression_report as cr
 
