@@ -27,7 +27,8 @@ import pandas as pd
 
 from repro import claims as claims_mod
 from repro.errors import ConfigError, DataError, ReproError
-from repro.io import atomic_write, atomic_write_text
+from repro.io import atomic_write_text
+from repro.plot_rules import machine_note
 from repro.registry import ROOT
 from repro.run import load_json
 
@@ -367,37 +368,51 @@ def _mean_auc(table: dict, label: str, summary: pd.DataFrame, split: str) -> flo
     return -1.0 if pd.isna(v) else float(v)
 
 
-def plot(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
+def figure(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, machine: str):
+    """The standard table's figure: test AUC per row (bars, seeds as dots, the Bayes-optimal AUC as
+    a labelled line) and test AUC against measured training throughput. Choices
+    (``repro.plot_rules``): the throughput axis is always logarithmic (speeds compare by ratio); each
+    row has its own colour and marker there, named in a legend outside the axes (labels written next
+    to the points overlapped where rows train at similar speeds); the machine is the footnote."""
+    from repro.plot_rules import finish_figure, legend_outside, series_styles
     from repro.plots import pyplot
 
     plt = pyplot()
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     labels = list(summary.index)
     x = np.arange(len(labels))
     ax1.bar(x, summary["test AUC mean"], yerr=summary["test AUC std"].fillna(0), capsize=4, color="#4C72B0")
     for xi, seed_vals in zip(x, [df[df.label == lab]["test AUC"].to_numpy() for lab in labels]):
         ax1.scatter(np.full(len(seed_vals), xi), seed_vals, color="k", s=8, zorder=3)
-    if single_bayes(df):
-        ax1.axhline(df["bayes AUC"].mean(), color="#C44E52", ls="--", label="Bayes-optimal")
-        ax1.legend(loc="lower right")
     lo = min(summary["test AUC mean"].min() - 0.01, 0.7)
     hi = np.nanmax([df["bayes AUC"].max(), summary["test AUC mean"].max()]) + 0.01
+    if single_bayes(df):  # a labelled line, not a legend: above every bar, so its label is in free space
+        bayes = df["bayes AUC"].mean()
+        ax1.axhline(bayes, color="#C44E52", ls="--")
+        ax1.annotate(f"Bayes-optimal {bayes:.4f}", (0.0, bayes), xycoords=("axes fraction", "data"),
+                     xytext=(4, 3), textcoords="offset points", fontsize=8, color="#C44E52")
+        hi = max(hi, bayes + 0.012)
     ax1.set_ylim(lo, hi)
     ax1.set_xticks(x, labels, rotation=30, ha="right")
     ax1.set_ylabel("test AUC (mean ± std; dots = seeds)")
     ax1.set_title("Accuracy")
-    ax2.errorbar(summary["train samples/s mean"], summary["test AUC mean"], yerr=summary["test AUC std"].fillna(0), fmt="o")
-    for label, r in summary.iterrows():
-        ax2.annotate(label, (r["train samples/s mean"], r["test AUC mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for (label, r), style in zip(summary.iterrows(), series_styles(len(summary))):
+        ax2.errorbar(r["train samples/s mean"], r["test AUC mean"], yerr=0 if pd.isna(r["test AUC std"]) else r["test AUC std"],
+                     ls="none", ms=6, label=label, **style)
     ax2.set_xscale("log")
-    ax2.set_xlabel("training samples/s (log)")
+    ax2.set_xlabel("training samples/s, measured on the machine below (log)")
     ax2.set_ylabel("test AUC")
-    ax2.set_title("Accuracy vs training throughput")
-    fig.suptitle(spec.get("title", spec["name"]))
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
+    ax2.set_title("Accuracy vs measured training throughput")
+    legend_outside(ax2, fontsize=8)
+    finish_figure(fig, machine, spec.get("title", spec["name"]))
+    return fig
+
+
+def plot(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path, machine: str) -> None:
+    """``figure`` written to ``path``."""
+    from repro.plot_rules import save_report_figure
+
+    save_report_figure(figure(spec, summary, df, machine), path)
 
 
 # Measurement columns labelled "MB" whose figures are bytes / 2**20, checked in the code that computes
@@ -443,6 +458,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     summary = summarise(df, order, (spec.get("report") or {}).get("baseline"))
     paired_by = row_inputs(loaded)
     results = experiment_claims(spec, runs, results_dir, paired_by)
+    machine = machine_note(manifests)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
     report = spec.get("report") or {}
     sections = None
@@ -461,7 +477,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
                                        table=cr.table_lines(csummary, reference), sections=sections,
                                        inputs=paired_by))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
-        cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
+        cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference, machine)
     elif report.get("kind") in ("cascade", "creative", "position"):
         from repro import cascade_report as kr
 
@@ -471,12 +487,12 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
                                        table=build.table_lines(ksummary), sections=sections,
                                        inputs=paired_by))
         atomic_write_text(csv, ksummary.rename_axis("row").to_csv())
-        build.plot(spec.get("title", spec["name"]), ksummary, png)
+        build.plot(spec.get("title", spec["name"]), ksummary, png, machine)
     else:
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results, sections=sections,
                                        inputs=paired_by))
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
-        plot(spec, summary, df, png)
+        plot(spec, summary, df, png, machine)
     write_claims_index(results_dir)
     if report.get("group") and tag in (None, spec.get("source_name")):
         write_group_page(report["group"], results_dir)
