@@ -28,7 +28,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from repro.plots import pyplot as _pyplot, save_figure as _save
+from repro.plot_rules import finish_figure, legend_outside, save_report_figure, series_styles
+from repro.plots import pyplot as _pyplot
 
 TABLE_K1 = 10  # the K1 of the table's columns (every K1 is in the plot and the csv)
 
@@ -108,19 +109,21 @@ def table_lines(s: pd.DataFrame) -> list[str]:
     return lines
 
 
-def plot(title: str, s: pd.DataFrame, path: Path) -> None:
-    """Recall of the ranker's choices and true revenue (share of the oracle's) against K1."""
+def cascade_figure(title: str, s: pd.DataFrame, machine: str):
+    """Recall of the ranker's choices and true revenue (share of the oracle's) against K1, one line
+    per pre-ranker with the same colour and marker in both panels (``repro.plot_rules``), one legend
+    outside the axes (the lines meet at large K1, where a corner legend covered their error bars),
+    and the machine as the footnote."""
     plt = _pyplot()
     ks = k1_values(s)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for label, r in s.iterrows():
-        if r["ranker"] == "self":
-            continue
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    rows = [(label, r) for label, r in s.iterrows() if r["ranker"] != "self"]
+    for (label, r), style in zip(rows, series_styles(len(rows))):
         ax1.errorbar(ks, [r[f"recall@{k}"] for k in ks], yerr=[r.get(f"recall@{k} std") or 0 for k in ks],
-                     marker="o", ms=3, capsize=2, lw=1.2, label=label)
+                     ms=3, capsize=2, lw=1.2, label=label, **style)
         ax2.errorbar(ks, [r[f"revenue_share@{k}"] for k in ks],
-                     yerr=[r.get(f"revenue_share@{k} std") or 0 for k in ks], marker="o", ms=3, capsize=2, lw=1.2,
-                     label=label)
+                     yerr=[r.get(f"revenue_share@{k} std") or 0 for k in ks], ms=3, capsize=2, lw=1.2,
+                     label=label, **style)
     ranker = s["ranker share"].dropna()
     if len(ranker):
         ax2.axhline(float(np.mean(ranker)), color="0.3", ls=":", lw=1, label="ranker alone (no cut)")
@@ -129,8 +132,14 @@ def plot(title: str, s: pd.DataFrame, path: Path) -> None:
     ax2.set(xlabel="K1", ylabel="true expected revenue / oracle cascade", title="end-to-end true revenue")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    ax2.legend(fontsize=7)
-    _save(fig, title, path)
+    legend_outside(ax2)
+    finish_figure(fig, machine, title)
+    return fig
+
+
+def plot(title: str, s: pd.DataFrame, path: Path, machine: str) -> None:
+    """``cascade_figure`` written to ``path``."""
+    save_report_figure(cascade_figure(title, s, machine), path)
 
 
 # -- creative selection (``report: {kind: creative}``) --------------------------------------------
@@ -171,19 +180,30 @@ def creative_table_lines(s: pd.DataFrame) -> list[str]:
     return lines
 
 
-def creative_plot(title: str, s: pd.DataFrame, path: Path) -> None:
-    """Share of the best-over-uniform gap each row closes, overall and over the ads with a cold creative."""
+def creative_figure(title: str, s: pd.DataFrame, machine: str):
+    """Share of the best-over-uniform gap each row closes, overall and over the ads with a cold
+    creative; a row without the figure (creatives off: no gap to close) says ``n/a`` where its bars
+    would be. The legend sits outside the axes, the machine in the footnote (``repro.plot_rules``)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     x = np.arange(len(s))
     for offset, col, name in ((-0.2, "gap_closed", "all ads"), (0.2, "gap_closed cold", "ads with a cold creative")):
         ax.bar(x + offset, s[col], width=0.4, yerr=s.get(f"{col} std"), capsize=2, label=name)
+    for xi, value in zip(x, s["gap_closed"]):
+        if pd.isna(value):
+            ax.annotate("n/a", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7, color="0.3")
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xticks(x, s.index, rotation=25, ha="right", fontsize=7)
     ax.set_ylabel("gap closed: (chosen - uniform) / (best - uniform)")
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    _save(fig, title, path)
+    finish_figure(fig, machine, title)
+    return fig
+
+
+def creative_plot(title: str, s: pd.DataFrame, path: Path, machine: str) -> None:
+    """``creative_figure`` written to ``path``."""
+    save_report_figure(creative_figure(title, s, machine), path)
 
 
 # -- position bias (``report: {kind: position}``) -------------------------------------------------
@@ -225,17 +245,25 @@ def position_table_lines(s: pd.DataFrame) -> list[str]:
     return lines
 
 
-def position_plot(title: str, s: pd.DataFrame, path: Path) -> None:
-    """AUC on the randomised split against relevance AUC there, one point per row with its spread."""
+def position_figure(title: str, s: pd.DataFrame, machine: str):
+    """AUC on the randomised split against relevance AUC there, one point per row with its spread;
+    each row its own colour and marker (the oracle table has 12 rows: tab10 alone repeated two),
+    the legend outside the axes, the machine in the footnote (``repro.plot_rules``)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, r in s.iterrows():
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for (label, r), style in zip(s.iterrows(), series_styles(len(s))):
         ax.errorbar(r["random relevance auc"], r["random auc"], xerr=r.get("random relevance auc std") or 0,
-                    yerr=r.get("random auc std") or 0, marker="o", ms=5, capsize=2, label=label)
+                    yerr=r.get("random auc std") or 0, ms=5, capsize=2, ls="none", label=label, **style)
     ax.set(xlabel="AUC against the true relevance (test_random)", ylabel="AUC on clicks (test_random)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, title, path)
+    legend_outside(ax)
+    finish_figure(fig, machine, title)
+    return fig
+
+
+def position_plot(title: str, s: pd.DataFrame, path: Path, machine: str) -> None:
+    """``position_figure`` written to ``path``."""
+    save_report_figure(position_figure(title, s, machine), path)
 
 
 @dataclass(frozen=True)
@@ -243,9 +271,10 @@ class ReportKind:
     frame: Callable[[list], pd.DataFrame]
     summary: Callable[[pd.DataFrame, list[str]], pd.DataFrame]
     table_lines: Callable[[pd.DataFrame], list[str]]
-    plot: Callable[[str, pd.DataFrame, Path], None]
+    plot: Callable[[str, pd.DataFrame, Path, str], None]  # (title, summary, png path, machine note)
+    figure: Callable[[str, pd.DataFrame, str], object]  # what ``plot`` writes, for tests
 
 
-KINDS = {"cascade": ReportKind(frame, summary, table_lines, plot),
-         "creative": ReportKind(creative_frame, summary, creative_table_lines, creative_plot),
-         "position": ReportKind(position_frame, summary, position_table_lines, position_plot)}
+KINDS = {"cascade": ReportKind(frame, summary, table_lines, plot, cascade_figure),
+         "creative": ReportKind(creative_frame, summary, creative_table_lines, creative_plot, creative_figure),
+         "position": ReportKind(position_frame, summary, position_table_lines, position_plot, position_figure)}

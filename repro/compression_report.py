@@ -4,8 +4,8 @@ Rows are labelled ``<scheme> <ratio>x`` (``BH 1000x``, ``DCNv2 · QR 16x``); eve
 ratio names the curve a row belongs to, the ratio is the *nominal* target (the scheme's
 ``embedding.compression``). Every other figure is measured from the runs' manifests:
 
-- **stored MB**: ``profile.embedding_bytes``, the bytes a server would hold for every embedding
-  layer of the model, first-order tables included (AMTL: its exported ragged store);
+- **stored MiB**: ``profile.embedding_bytes`` / 2**20, the bytes a server would hold for every
+  embedding layer of the model, first-order tables included (AMTL: its exported ragged store);
 - **measured ratio**: the reference row's stored bytes / this row's (the ratio actually reached:
   fields at or below the schemes' ``threshold`` stay full, and a scheme whose structure cannot
   meet the target reaches less);
@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repro.io import atomic_write
 
 _LABEL = re.compile(r"^(?P<curve>.*?)\s+(?P<ratio>\d+(?:\.\d+)?)x$")
 
@@ -100,14 +99,14 @@ def _num(v: float, fmt: str) -> str:
 
 def table_lines(s: pd.DataFrame, reference: str | None) -> list[str]:
     """The Markdown table (one line per row label) and the per-field bytes of the 3-seed rows."""
-    header = ["row", "seeds", "nominal", "stored MB", "measured ratio", "test AUC", "test logloss",
+    header = ["row", "seeds", "nominal", "stored MiB", "measured ratio", "test AUC", "test logloss",
               f"AUC / {reference or 'ref'}", "reachable kept", "tail AUC", "AUC test_random", "train samples/s",
               "lookup ms"]
     lines = []
     if reference in s.index and s.loc[reference, "scheme"] == "full":
         ref = s.loc[reference]  # a full table: one dim-wide row plus one first-order weight per value
         lines += [f"Full vocabulary: {ref['parameters'] / (ref['dim'] + 1):,.0f} embedding rows over all fields "
-                  f"(dim {ref['dim']:g}), {ref['bytes'] / 2**20:,.1f} MB stored.", ""]
+                  f"(dim {ref['dim']:g}), {ref['bytes'] / 2**20:,.1f} MiB stored.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, r in s.iterrows():
         lines.append("| " + " | ".join([
@@ -127,7 +126,7 @@ def table_lines(s: pd.DataFrame, reference: str | None) -> list[str]:
     fields = [c for c in s.columns if c.startswith("bytes ")]
     heads = s[s["seeds"] >= 3]
     if fields and len(heads):
-        lines += ["", "Stored KB per field (embedding and first-order tables together), rows with three seeds:", ""]
+        lines += ["", "Stored KiB per field (embedding and first-order tables together), rows with three seeds:", ""]
         names = [c[len("bytes "):] for c in fields]
         lines.append("| row | " + " | ".join(names) + " |")
         lines.append("|" + "---|" * (len(names) + 1))
@@ -136,35 +135,56 @@ def table_lines(s: pd.DataFrame, reference: str | None) -> list[str]:
     return lines
 
 
-def pareto_plot(title: str, s: pd.DataFrame, df: pd.DataFrame, path: Path, reference: str | None) -> None:
-    """Test AUC against stored embedding bytes (log x), one curve per scheme, seeds as dots."""
+def pareto_figure(title: str, s: pd.DataFrame, df: pd.DataFrame, reference: str | None, machine: str):
+    """Test AUC against stored embedding MiB, one curve per scheme (its own colour and marker),
+    seeds as dots, each point labelled with its *nominal* ratio. Choices (``repro.plot_rules``): the
+    stored-size axis is logarithmic where sizes span a decade or more (every compression table does);
+    a top axis reads the *measured* ratio (the reference row's stored bytes / a row's), so nominal
+    and measured are never confused; the legend sits outside the axes, since the reference row, the
+    headline point, lies at the largest size in the corner a legend would take; the machine is the
+    footnote."""
+    from repro.plot_rules import axis_scale, finish_figure, legend_outside, series_styles
     from repro.plots import pyplot
 
     plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for curve, part in s.groupby("curve", sort=False):
-        part = part.sort_values("bytes")
-        line = ax.errorbar(part["bytes"], part["auc mean"], yerr=part["auc std"].fillna(0), marker="o", ms=4,
-                           capsize=2, label=curve, lw=1.2)
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    mib = 2**20
+    curves = list(dict.fromkeys(s["curve"]))
+    for curve, style in zip(curves, series_styles(len(curves))):
+        part = s[s["curve"] == curve].sort_values("bytes")
+        ax.errorbar(part["bytes"] / mib, part["auc mean"], yerr=part["auc std"].fillna(0), ms=4, capsize=2,
+                    label=curve, lw=1.2, **style)
         seeds = df[df["curve"] == curve]
-        ax.scatter(seeds["bytes"], seeds["auc"], s=6, color=line[0].get_color(), alpha=0.5, zorder=3)
+        ax.scatter(seeds["bytes"] / mib, seeds["auc"], s=6, color=style["color"], alpha=0.5, zorder=3)
         for label, r in part.iterrows():
             if not pd.isna(r["nominal"]):
-                ax.annotate(f"{r['nominal']:g}x", (r["bytes"], r["auc mean"]), textcoords="offset points",
-                            xytext=(3, -9), fontsize=6, color=line[0].get_color())
+                ax.annotate(f"{r['nominal']:g}x", (r["bytes"] / mib, r["auc mean"]), textcoords="offset points",
+                            xytext=(3, -9), fontsize=6, color=style["color"])
     if reference in s.index:
         ref = s.loc[reference]
         ax.axhline(ref["auc mean"], color="0.4", ls=":", lw=1, label=f"{reference} (reference)")
+        ref_mib = ref["bytes"] / mib
+        top = ax.secondary_xaxis("top", functions=(lambda m: ref_mib / np.maximum(m, 1e-12),
+                                                   lambda r: ref_mib / np.maximum(r, 1e-12)))
+        top.set_xlabel(f"measured ratio: {reference}'s stored bytes / the row's", fontsize=8)
     bayes = s["bayes auc"].dropna()
     if len(bayes) and bayes.max() - bayes.min() < 1e-12:
         ax.axhline(bayes.iloc[0], color="#C44E52", ls="--", lw=1, label="Bayes-optimal")
-    ax.set_xscale("log")
-    ax.set_xlabel("stored embedding bytes, all embedding and first-order tables (log)")
+    scale = axis_scale(s["bytes"])
+    ax.set_xscale(scale)
+    ax.set_xlabel("stored MiB (bytes / 2**20), all embedding and first-order tables"
+                  + (" (log)" if scale == "log" else ""))
     ax.set_ylabel("test AUC (mean ± std over seeds; dots = seeds)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.2)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
+    legend_outside(ax, title="point labels: nominal ratio", title_fontsize=7)
+    finish_figure(fig, machine)
+    return fig
+
+
+def pareto_plot(title: str, s: pd.DataFrame, df: pd.DataFrame, path: Path, reference: str | None,
+                machine: str) -> None:
+    """``pareto_figure`` written to ``path``."""
+    from repro.plot_rules import save_report_figure
+
+    save_report_figure(pareto_figure(title, s, df, reference, machine), path)

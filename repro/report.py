@@ -27,7 +27,8 @@ import pandas as pd
 
 from repro import claims as claims_mod
 from repro.errors import ConfigError, DataError, ReproError
-from repro.io import atomic_write, atomic_write_text
+from repro.io import atomic_write_text
+from repro.plot_rules import machine_note
 from repro.registry import ROOT
 from repro.run import load_json
 
@@ -42,7 +43,7 @@ METRICS = [  # (column, path into metrics.json, format)
     ("valid AUC", ("valid", "auc"), ".4f"),
     ("train samples/s", ("profile", "train_samples_per_s"), ",.0f"),
     ("params", ("profile", "parameters"), ",.0f"),
-    ("model MB", ("profile", "model_bytes"), ".2f"),
+    ("model MiB", ("profile", "model_bytes"), ".2f"),  # bytes / 2**20 (frame)
     ("best epoch", ("train", "best_epoch"), ".2f"),
     ("run seconds", ("profile", "run_seconds"), ".0f"),
 ]
@@ -97,7 +98,7 @@ def frame(loaded: list[tuple[str, dict, dict]]) -> tuple[pd.DataFrame, list[dict
         row = {"label": manifest["label"], "seed": manifest["seed"], "run": rel}
         for col, path, _ in METRICS:
             row[col] = _get(metrics, path)
-        row["model MB"] = row["model MB"] / 2**20 if row["model MB"] is not None else None
+        row["model MiB"] = row["model MiB"] / 2**20 if row["model MiB"] is not None else None
         train = metrics.get("train", {})
         if train.get("steps"):
             row["best epoch"] = train["best_step"] / train["steps"] * train["epochs_run"]
@@ -351,8 +352,9 @@ def _interval(table: dict, a: str, b: str):
 
 def separability(table: dict, summary: pd.DataFrame, order: list[str], split: str) -> str | None:
     """Rows ordered by mean AUC; `>` where the 95% interval of the adjacent difference excludes 0,
-    `≈` where it straddles 0; then every pair that is not separable."""
-    labels = sorted({x for pair in table for x in pair}, key=lambda lab: -_mean_auc(table, lab, summary, split))
+    `≈` where it straddles 0; then every pair that is not separable. Rows with equal means keep the
+    table's order (a set's order would depend on the process's string-hash seed)."""
+    labels = sorted(dict.fromkeys(x for pair in table for x in pair), key=lambda lab: -_mean_auc(table, lab, summary, split))
     if len(labels) < 2:
         return None
     chain = labels[0]
@@ -376,37 +378,78 @@ def _mean_auc(table: dict, label: str, summary: pd.DataFrame, split: str) -> flo
     return -1.0 if pd.isna(v) else float(v)
 
 
-def plot(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
+def figure(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, machine: str):
+    """The standard table's figure: test AUC per row (bars, seeds as dots, the Bayes-optimal AUC as
+    a labelled line) and test AUC against measured training throughput. Choices
+    (``repro.plot_rules``): the throughput axis is always logarithmic (speeds compare by ratio); each
+    row has its own colour and marker there, named in a legend outside the axes (labels written next
+    to the points overlapped where rows train at similar speeds); the machine is the footnote."""
+    from repro.plot_rules import finish_figure, legend_outside, series_styles
     from repro.plots import pyplot
 
     plt = pyplot()
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     labels = list(summary.index)
     x = np.arange(len(labels))
     ax1.bar(x, summary["test AUC mean"], yerr=summary["test AUC std"].fillna(0), capsize=4, color="#4C72B0")
     for xi, seed_vals in zip(x, [df[df.label == lab]["test AUC"].to_numpy() for lab in labels]):
         ax1.scatter(np.full(len(seed_vals), xi), seed_vals, color="k", s=8, zorder=3)
-    if single_bayes(df):
-        ax1.axhline(df["bayes AUC"].mean(), color="#C44E52", ls="--", label="Bayes-optimal")
-        ax1.legend(loc="lower right")
     lo = min(summary["test AUC mean"].min() - 0.01, 0.7)
     hi = np.nanmax([df["bayes AUC"].max(), summary["test AUC mean"].max()]) + 0.01
+    if single_bayes(df):  # a labelled line, not a legend: above every bar, so its label is in free space
+        bayes = df["bayes AUC"].mean()
+        ax1.axhline(bayes, color="#C44E52", ls="--")
+        ax1.annotate(f"Bayes-optimal {bayes:.4f}", (0.0, bayes), xycoords=("axes fraction", "data"),
+                     xytext=(4, 3), textcoords="offset points", fontsize=8, color="#C44E52")
+        hi = max(hi, bayes + 0.012)
     ax1.set_ylim(lo, hi)
     ax1.set_xticks(x, labels, rotation=30, ha="right")
     ax1.set_ylabel("test AUC (mean ± std; dots = seeds)")
     ax1.set_title("Accuracy")
-    ax2.errorbar(summary["train samples/s mean"], summary["test AUC mean"], yerr=summary["test AUC std"].fillna(0), fmt="o")
-    for label, r in summary.iterrows():
-        ax2.annotate(label, (r["train samples/s mean"], r["test AUC mean"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for (label, r), style in zip(summary.iterrows(), series_styles(len(summary))):
+        ax2.errorbar(r["train samples/s mean"], r["test AUC mean"], yerr=0 if pd.isna(r["test AUC std"]) else r["test AUC std"],
+                     ls="none", ms=6, label=label, **style)
     ax2.set_xscale("log")
-    ax2.set_xlabel("training samples/s (log)")
+    ax2.set_xlabel("training samples/s, measured on the machine below (log)")
     ax2.set_ylabel("test AUC")
-    ax2.set_title("Accuracy vs training throughput")
-    fig.suptitle(spec.get("title", spec["name"]))
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
-    plt.close(fig)
+    ax2.set_title("Accuracy vs measured training throughput")
+    legend_outside(ax2, fontsize=8)
+    finish_figure(fig, machine, spec.get("title", spec["name"]))
+    return fig
+
+
+def plot(spec: dict, summary: pd.DataFrame, df: pd.DataFrame, path: Path, machine: str) -> None:
+    """``figure`` written to ``path``."""
+    from repro.plot_rules import save_report_figure
+
+    save_report_figure(figure(spec, summary, df, machine), path)
+
+
+# Measurement columns labelled "MB" whose figures are bytes / 2**20, checked in the code that computes
+# them: apg_efficiency's peak_mb (methods/model_deepening/apg_efficiency.py) and the peak_rss_mb of
+# repro.profiling.PeakMemory (rss / 2**20) that hpc_ladder and hpc_torchrec report (summed over
+# processes in hpc_torchrec). The stored results keep their names (a measured claim and the README's
+# figures name these columns; renaming them would mean remeasuring); only the table shows MiB.
+MIB_COLUMNS = {
+    "apg_efficiency": {"infer peak MB": "infer peak MiB", "train peak MB": "train peak MiB"},
+    "hpc_ladder": {"peak RSS MB": "peak RSS MiB"},
+    "hpc_torchrec": {"peak RSS MB": "peak RSS MiB"},
+}
+
+
+def with_mib_labels(lines: list[str]) -> list[str]:
+    """``repro.measurements.measurement_lines`` with each measurement table's header relabelled by
+    ``MIB_COLUMNS``: the first table line after a ``### Measurement `name``` heading is its header."""
+    out, renames = [], {}
+    for line in lines:
+        if line.startswith("### Measurement `"):
+            renames = MIB_COLUMNS.get(line.split("`")[1], {})
+        elif renames and line.startswith("| "):
+            cells = line[2:-2].split(" | ")
+            line = "| " + " | ".join(renames.get(c, c) for c in cells) + " |"
+            renames = {}
+        out.append(line)
+    return out
 
 
 def write_report(experiment: str, results_dir: Path | None = None, tag: str | None = None) -> list[Path]:
@@ -426,14 +469,15 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
     paired_by = row_inputs(loaded)
     results = experiment_claims(spec, runs, results_dir, paired_by)
     fresh = _freshness(spec, results_dir, results)
+    machine = machine_note(manifests)
     md, csv, png = (results_dir / f"{spec['name']}.{ext}" for ext in ("md", "csv", "png"))
     report = spec.get("report") or {}
     sections = None
     if spec.get("measurements"):
         from repro.measurements import measurement_lines
 
-        sections = ["", "## Measured beside the runs"] + measurement_lines(
-            results_dir / "runs" / spec["name"], [m["name"] for m in spec["measurements"]], results_dir, spec["name"])
+        sections = ["", "## Measured beside the runs"] + with_mib_labels(measurement_lines(
+            results_dir / "runs" / spec["name"], [m["name"] for m in spec["measurements"]], results_dir, spec["name"]))
     if report.get("kind") == "compression":
         from repro import compression_report as cr
 
@@ -444,7 +488,7 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
                                        table=cr.table_lines(csummary, reference), sections=sections,
                                        inputs=paired_by, fresh=fresh))
         atomic_write_text(csv, csummary.rename_axis("row").to_csv())
-        cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference)
+        cr.pareto_plot(spec.get("title", spec["name"]), csummary, cdf, png, reference, machine)
     elif report.get("kind") in ("cascade", "creative", "position"):
         from repro import cascade_report as kr
 
@@ -454,12 +498,12 @@ def write_report(experiment: str, results_dir: Path | None = None, tag: str | No
                                        table=build.table_lines(ksummary), sections=sections,
                                        inputs=paired_by, fresh=fresh))
         atomic_write_text(csv, ksummary.rename_axis("row").to_csv())
-        build.plot(spec.get("title", spec["name"]), ksummary, png)
+        build.plot(spec.get("title", spec["name"]), ksummary, png, machine)
     else:
         atomic_write_text(md, markdown(spec, summary, df, manifests, runs, results, sections=sections,
                                        inputs=paired_by, fresh=fresh))
         atomic_write_text(csv, summary.rename_axis("model").to_csv())
-        plot(spec, summary, df, png)
+        plot(spec, summary, df, png, machine)
     write_claims_index(results_dir)
     if report.get("group") and tag in (None, spec.get("source_name")):
         write_group_page(report["group"], results_dir)

@@ -45,7 +45,7 @@ from repro.registry import ROOT
 
 REFERENCE = ROOT / "results"
 LOCAL = ROOT / "reproduced"
-EXACT = {"params", "model MB"}  # structure: must be identical
+EXACT = {"params", "model MiB"}  # structure: must be identical
 MACHINE = {"train samples/s", "run seconds"}  # speed: shown, never judged
 IDENTICAL_REL = 1e-9
 

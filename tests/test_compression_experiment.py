@@ -39,8 +39,8 @@ def test_compression_smoke_experiment_end_to_end(tmp_path, cache_root):
     tag = dirs[0].parents[1].name
     md, csv, png = write_report("embedding_compression_smoke", results, tag=tag)
     text = md.read_text()
-    assert "| row | seeds | nominal | stored MB | measured ratio |" in text
-    assert "Stored KB per field" not in text  # no row has three seeds
+    assert "| row | seeds | nominal | stored MiB | measured ratio |" in text
+    assert "Stored KiB per field" not in text  # no row has three seeds
     assert "Full vocabulary:" in text and "## Claims" in text and "`bh-keeps-90pct`" in text
     table = pd.read_csv(csv, index_col=0)
     assert table.loc["Full", "measured ratio"] == 1.0
