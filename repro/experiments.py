@@ -93,7 +93,7 @@ def experiment_tag(spec: dict, extra: list[str] = ()) -> str:
 
 
 def run_overrides(spec: dict, run: dict, seed: int, extra: list[str] = (), results_dir: str | None = None) -> list[str]:
-    where = [f"results_dir={results_dir}"] if results_dir else []
+    where = [f"results_dir={results_dir or 'results'}"]  # experiments default to the committed reference
     return [*spec.get("overrides", []), *run.get("overrides", []), *extra, *where,
             f"seed={seed}", f"experiment_name={experiment_tag(spec, extra)}", f"label='{run['label']}'"]
 

@@ -174,3 +174,21 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrup
     a, _ = metrics_of(whole)
     b, _ = metrics_of(cut)
     assert a["test"]["auc"] == b["test"]["auc"] and a["history"] == b["history"]
+
+
+def test_ad_hoc_runs_land_in_the_local_store_and_experiments_in_the_reference():
+    """`python -m repro ...` must never write into the committed results/ (git-ignored local/ instead)."""
+    from hydra import compose, initialize_config_dir
+
+    from repro.experiments import load_experiment, run_overrides
+    from repro.registry import ROOT
+    from repro.run import resolve
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        adhoc = resolve(compose("config", overrides=["data.scale=smoke"]))
+        spec = load_experiment("baselines_smoke")
+        listed = resolve(compose("config", overrides=run_overrides(spec, spec["runs"][0], 0)))
+    assert adhoc.run_dir.is_relative_to(ROOT / "local" / "runs" / "adhoc")
+    assert listed.run_dir.is_relative_to(ROOT / "results" / "runs" / "baselines_smoke")
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert {"local/", "data/", "results/runs/**/*.failed/"} <= set(ignored)
