@@ -47,7 +47,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Callable, Iterator
 
-from repro.io import atomic_write_text
+from repro.io import atomic_write_text, unpack_floats
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -274,7 +274,7 @@ class Results:
 
 
 def _load_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    return unpack_floats(json.loads(path.read_text()))  # metrics.json packs its replicates (repro.io)
 
 
 def _md_cells(line: str) -> list[str]:

@@ -30,7 +30,7 @@ from repro.errors import ConfigError, DataError, ReproError
 from repro.io import atomic_write_text
 from repro.plot_rules import machine_note
 from repro.registry import ROOT
-from repro.run import load_json
+from repro.run import load_json, load_metrics
 
 METRICS = [  # (column, path into metrics.json, format)
     ("test AUC", ("test", "auc"), ".4f"),
@@ -58,7 +58,7 @@ def load_runs(experiment: str, results_dir: Path) -> list[tuple[str, dict, dict]
     out = []
     for rel in index["runs"]:
         manifest = load_json(root / rel / "manifest.json")
-        metrics = load_json(root / rel / "metrics.json")
+        metrics = load_metrics(root / rel / "metrics.json")
         if not manifest or manifest.get("status") != "done" or metrics is None:
             print(f"report: skipping {rel} (not done)", file=sys.stderr)
             continue

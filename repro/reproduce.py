@@ -248,11 +248,11 @@ def promote(names: list[str], local: Path = LOCAL, reference: Path = REFERENCE) 
 
 def verify(run_dir: Path, local: Path = LOCAL) -> int:
     """Rerun one committed run on this machine (into the local store) and compare its metrics."""
-    from repro.run import execute, inputs, load_json, resolve
+    from repro.run import execute, inputs, load_json, load_metrics, resolve
 
     run_dir = Path(run_dir).resolve()
     manifest = load_json(run_dir / "manifest.json")
-    metrics = load_json(run_dir / "metrics.json")
+    metrics = load_metrics(run_dir / "metrics.json")
     if not manifest or manifest.get("status") != "done" or metrics is None:
         raise DataError(f"{run_dir} holds no done run (manifest.json with status 'done' and metrics.json)")
     config = manifest["config"]
@@ -270,8 +270,8 @@ def verify(run_dir: Path, local: Path = LOCAL) -> int:
     if changed:
         print(f"note: the reference was made with other {', '.join(changed)}: differences are expected")
     execute(cfg)
-    mine = load_json(run.run_dir / "metrics.json")
-    siblings = [load_json(p) for p in run_dir.parent.glob("seed*/metrics.json")]
+    mine = load_metrics(run.run_dir / "metrics.json")
+    siblings = [load_metrics(p) for p in run_dir.parent.glob("seed*/metrics.json")]
     rows, worst = [], "identical"
     order = ["identical", "within tolerance", "differs"]
     for split in [k for k in metrics if isinstance(metrics[k], dict) and "auc" in metrics[k]]:

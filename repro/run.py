@@ -51,7 +51,7 @@ from repro.data.prepare import PrepareConfig, cache_key, prepare, raw_column, ra
 from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, gpu_memory, machine, package_versions
 from repro.errors import ConfigError, DataError
 from repro.embeddings import embedding_layers
-from repro.io import atomic_write, atomic_write_json, file_digest, stable_hash
+from repro.io import atomic_write, atomic_write_json, file_digest, pack_floats, stable_hash, unpack_floats
 from repro import metrics as metric_fns
 from repro.metrics import evaluate
 from repro.profiling import GpuMonitor, PeakMemory, cpu_capabilities, matmul_peak_flops
@@ -143,6 +143,12 @@ def load_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def load_metrics(path: Path) -> dict | None:
+    """A run's metrics.json with its packed arrays (bootstrap replicates) read back as lists."""
+    found = load_json(path)
+    return unpack_floats(found) if found is not None else None
 
 
 def make_source(config: dict):
@@ -315,7 +321,7 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
     atomic_write_json(work / "manifest.json", manifest)
     try:
         metrics = _run(run, manifest, work)
-        atomic_write_json(work / "metrics.json", metrics)
+        atomic_write_json(work / "metrics.json", pack_floats(metrics))  # replicates packed (repro.io)
         manifest.update(status="done", finished=_now())
         atomic_write_json(work / "manifest.json", manifest)
         for leftover in work.glob("*.pt"):  # checkpoints are for resuming, never results

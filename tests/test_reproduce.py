@@ -7,6 +7,7 @@ import pytest
 
 from repro.experiments import run_experiment
 from repro.reproduce import promote, tolerance, verdict, verify, write_comparison
+from repro.run import load_metrics
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_verdicts_are_compared_beside_the_cells(reference, tmp_path):
         manifest = json.loads((local / "runs" / tag / rel / "manifest.json").read_text())
         if manifest["label"] == "LR":
             path = local / "runs" / tag / rel / "metrics.json"
-            metrics = json.loads(path.read_text())
+            metrics = load_metrics(path)  # its replicates are packed (repro.io.pack_floats)
             metrics["test"]["auc"] += 0.45
             metrics["test"]["bootstrap"]["auc"] = [a + 0.45 for a in metrics["test"]["bootstrap"]["auc"]]
             path.write_text(json.dumps(metrics))

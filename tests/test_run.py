@@ -192,3 +192,19 @@ def test_ad_hoc_runs_land_in_the_local_store_and_experiments_in_the_reference():
     assert listed.run_dir.is_relative_to(ROOT / "results" / "runs" / "baselines_smoke")
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert {"local/", "data/", "results/runs/**/*.failed/"} <= set(ignored)
+
+
+def test_replicates_are_packed_losslessly_and_read_back_as_lists():
+    import numpy as np
+
+    from repro.io import PACKED, pack_floats, unpack_floats
+
+    rng = np.random.default_rng(0)
+    metrics = {"test": {"auc": 0.78, "bootstrap": {"auc": rng.random(500).tolist(), "unit": "request",
+                                                   "n_replicates": 500}},
+               "history": [{"epoch": 1, "valid_auc": 0.7}], "few": [0.1, 0.2, 0.3]}
+    packed = pack_floats(metrics)
+    assert set(packed["test"]["bootstrap"]["auc"]) == {PACKED}  # 500 floats: packed
+    assert packed["few"] == [0.1, 0.2, 0.3] and packed["history"] == metrics["history"]  # short lists stay
+    assert unpack_floats(json.loads(json.dumps(packed))) == metrics  # bit for bit through JSON
+    assert len(json.dumps(packed)) < len(json.dumps(metrics)) / 1.8
