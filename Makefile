@@ -45,14 +45,17 @@ promote: $(STAMP)
 	$(PY) -m repro.reproduce promote $(EXPERIMENTS)
 
 # Rebuilds the committed tables and plots under results/ from the committed manifests alone, then
-# rewrites the README's marked figures from them (repro/readme_figures.py).
+# rewrites the README's marked figures from them (repro/readme_figures.py) and its statement of
+# which committed results are stale (repro/freshness.py).
 report: $(STAMP)
 	$(PY) -m repro.report $(EXPERIMENTS)
 	$(PY) -m repro.readme_figures --write
+	$(PY) -m repro.freshness --write
 
 # Fails, listing each one, where a marked README figure differs from results/ (also part of `make test`).
 readme-check: $(STAMP)
 	$(PY) -m repro.readme_figures --check
+	$(PY) -m repro.freshness
 
 bench: $(STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=mean,stddev,rounds,ops --benchmark-sort=name

@@ -20,6 +20,7 @@ run is missing. Measurements are stale when their inputs (config, code, library 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +201,79 @@ def claim_staleness(result, fresh: ExperimentFreshness) -> str | None:
     measured = sorted({c.measured[0] for c in conditions if c.measured and c.measured[0] in stale_m})
     parts = ([f"rows {', '.join(rows)}"] if rows else []) + ([f"measurement {', '.join(measured)}"] if measured else [])
     return " and ".join(parts) if parts else None
+
+
+README_BEGIN, README_END = "<!-- freshness:begin -->", "<!-- freshness:end -->"
+
+
+def all_experiments(results_dir: Path) -> list[tuple[str, str]]:
+    """(experiment, tag) of every committed table under ``results_dir`` (its runs' index)."""
+    out = []
+    for index_path in sorted(Path(results_dir).glob("runs/*/index.json")):
+        index = load_json(index_path) or {}
+        name, tag = index.get("experiment"), index.get("tag", index_path.parent.name)
+        if name and (Path(results_dir) / f"{tag}.md").exists():
+            out.append((name, tag))
+    return out
+
+
+def readme_block(results_dir: Path) -> str:
+    """The README's statement of what in ``results_dir`` is stale against the checked-out code."""
+    lines = [README_BEGIN, ""]
+    stale, waiting = [], []
+    for name, tag in all_experiments(results_dir):
+        fresh = experiment_freshness(name, results_dir, tag)
+        c = fresh.counts()
+        if c[STALE] or fresh.missing or fresh.stale_measurements() or fresh.error:
+            stale.append(f"- `{tag}`: {fresh.summary()}")
+        elif c[WAITING]:
+            waiting.append(f"`{tag}` ({c[WAITING]})")
+    if stale:
+        lines.append("**Stale committed results** (against this commit's code; `make plan` says why):")
+        lines += ["", *stale]
+    else:
+        lines.append("**Every committed run and measurement is current against this commit's code** (`make plan`).")
+    if waiting:
+        lines += ["", "Waiting on a fresh clone, not stale (their teachers' git-ignored predictions are rebuilt "
+                      "by rerunning the teachers): " + ", ".join(waiting) + "."]
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, results_dir: Path, write: bool) -> bool:
+    """True when the README's block states the results' freshness; with ``write`` make it so."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ReproError(f"{readme}: no {README_BEGIN} ... {README_END} block")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    block = readme_block(results_dir)
+    if head + block + tail == text:
+        return True
+    if write:
+        from repro.io import atomic_write_text
+
+        atomic_write_text(readme, head + block + tail)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from repro.registry import ROOT
+
+    parser = argparse.ArgumentParser(prog="python -m repro.freshness", description="the README's statement of "
+                                     "which committed results are stale")
+    parser.add_argument("--write", action="store_true", help="rewrite the README's block")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "results")
+    args = parser.parse_args(argv)
+    ok = update_readme(ROOT / "README.md", args.results_dir, args.write)
+    if not ok and not args.write:
+        print("README.md's freshness block is out of date: `python -m repro.freshness --write`", file=sys.stderr)
+        return 1
+    print("README.md states the committed results' freshness" + (" (rewritten)" if not ok else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
