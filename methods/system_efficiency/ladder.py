@@ -362,6 +362,15 @@ def store_rung(data: PreparedDataset, rung: Rung, trained: RungResult, trained_m
     return result
 
 
+def compiled_forward(model: CTRModel) -> Callable:
+    """The compiled rung's forward: ``torch.compile`` of ``model`` with its embedding lookups left
+    eager (inductor cannot hold a sparse gradient's storage), so what compiles is the dense part.
+    The lookups are disabled in place, on ``model`` itself."""
+    for layer in embedding_layers(model):
+        layer.forward = torch.compiler.disable(layer.forward)
+    return torch.compile(model)
+
+
 def run_rung(data: PreparedDataset, rows: RowDataset | None, cfg: TrainingConfig, name: str,
              rung: Rung, target: float | None = None, patience: float = 0.0) -> tuple[RungResult, CTRModel]:
     """Train a fresh model with the rung's settings for the sample budget; with a ``target`` test
@@ -381,10 +390,7 @@ def run_rung(data: PreparedDataset, rows: RowDataset | None, cfg: TrainingConfig
     budget_state: dict[str, torch.Tensor] | None = None
     opts = make_optimizers(model, rung, cfg)
     l2 = embedding_l2(rung, cfg.embedding_l2)
-    if rung.compiled:  # sparse lookups stay eager: inductor cannot hold a sparse gradient's storage
-        for layer in embedding_layers(model):
-            layer.forward = torch.compiler.disable(layer.forward)
-    forward: Callable = torch.compile(model) if rung.compiled else model
+    forward: Callable = compiled_forward(model) if rung.compiled else model
     layers = embedding_layers(model)
     dense_opt = opts[-1]
     model.train()
