@@ -14,8 +14,9 @@ Choices:
   ``make bench-baseline`` on the machine that runs the check.
 - **No baseline, no pass.** Without a baseline for this CPU and interpreter ``check`` prints so,
   with the baselines that do exist and the command that makes one, and exits 2 without running
-  anything; it never saves one itself. A compared benchmark that the baseline lacks fails the
-  check too (pytest-benchmark would skip it silently).
+  anything; it never saves one itself. A benchmark that the baseline lacks fails the check too,
+  and so, in the default selection, does a baseline benchmark that was not timed (skipped, or
+  removed): pytest-benchmark would pass over both silently.
 - **Median, 25%.** ``--benchmark-compare-fail=median:25%``: the median of a benchmark's rounds
   ignores the few rounds a neighbour's burst slows (the mean and the max do not, and the min rewards
   luck); 25% is above the run-to-run spread of these medians on a quiet 2-core machine and well
@@ -25,8 +26,9 @@ Choices:
 - **A selection, at the smoke world.** ``COMPARED`` is a few minutes on 2 cores: the loader, two
   models' training steps, the dense and the sparse table update at 4M rows, the full table's and
   four compressed lookups, the ladder's large-batch step in fp32 and bf16, and two APG towers.
-  World-backed benchmarks run at ``ADREPRO_BENCH_SCALE=smoke`` (prepared in seconds; a batch of
-  4096 costs about the same at every world size).
+  World-backed benchmarks always run at ``ADREPRO_BENCH_SCALE=smoke`` (prepared in seconds; a
+  batch of 4096 costs about the same at every world size), whatever the caller's environment says,
+  so a baseline and a check never compare two world sizes.
 - **Baselines only from a clean run.** ``baseline`` saves through ``--benchmark-save`` and keeps
   the new file only when every benchmark passed; it then removes the older baseline files of this
   CPU and interpreter (git keeps their history), so the check compares with exactly one file.
@@ -128,13 +130,14 @@ def _medians(path: Path) -> dict[str, float]:
     return {b["fullname"]: b["stats"]["median"] for b in data.get("benchmarks", [])}
 
 
-def report(baseline: Path, current: Path, pct: int) -> list[str]:
-    """Print each compared benchmark's median against the baseline's; return the names the
-    baseline lacks (pytest-benchmark does not compare those, so the check fails on them here)."""
+def report(baseline: Path, current: Path, pct: int) -> tuple[list[str], list[str]]:
+    """Print each benchmark's median against the baseline's; return the names the baseline lacks
+    and the baseline's names this run did not time (pytest-benchmark compares neither, so the check
+    decides on them here)."""
     before, now = _medians(baseline), _medians(current)
     limit = 1 + pct / 100
-    print(f"\nbench-check: medians against {baseline.relative_to(ROOT) if baseline.is_relative_to(ROOT) else baseline}"
-          f" (fails above {limit:.2f}x)")
+    shown = baseline.relative_to(ROOT) if baseline.is_relative_to(ROOT) else baseline
+    print(f"\nbench-check: medians against {shown} (fails above {limit:.2f}x)")
     missing = []
     for name, t in sorted(now.items()):
         if name not in before:
@@ -144,7 +147,10 @@ def report(baseline: Path, current: Path, pct: int) -> list[str]:
         ratio = t / before[name]
         verdict = "SLOWER" if ratio > limit else "ok"
         print(f"  {verdict:<7}  {name}: {before[name] * 1e3:.2f} -> {t * 1e3:.2f} ms ({ratio:.2f}x)")
-    return missing
+    not_run = sorted(set(before) - set(now))
+    for name in not_run:
+        print(f"  NOT RUN  {name}: in the baseline, not timed now")
+    return missing, not_run
 
 
 def no_baseline_message(root: Path, model: str, storage: Path) -> str:
@@ -164,7 +170,10 @@ def no_baseline_message(root: Path, model: str, storage: Path) -> str:
 def run(mode: str, root: Path, nodeids: list[str] | None, pct: int, model: str) -> int:
     """Run ``mode``; the exit status of ``make bench-check`` / ``make bench-baseline``."""
     storage = storage_dir(root, model)
-    env = {**os.environ, "ADREPRO_BENCH_SCALE": os.environ.get("ADREPRO_BENCH_SCALE", SCALE)}
+    if os.environ.get("ADREPRO_BENCH_SCALE", SCALE) != SCALE:
+        print(f"bench-{mode}: ignoring ADREPRO_BENCH_SCALE={os.environ['ADREPRO_BENCH_SCALE']}: baselines are "
+              f"saved and compared at the {SCALE!r} world only", file=sys.stderr)
+    env = {**os.environ, "ADREPRO_BENCH_SCALE": SCALE}
     with tempfile.TemporaryDirectory() as tmp:
         json_out = Path(tmp) / "current.json"
         if mode == "check":
@@ -179,10 +188,14 @@ def run(mode: str, root: Path, nodeids: list[str] | None, pct: int, model: str) 
             if not json_out.exists():
                 print("bench-check: FAILED: pytest wrote no benchmark results", file=sys.stderr)
                 return rc or 1
-            missing = report(baseline, json_out, pct)
+            missing, not_run = report(baseline, json_out, pct)
             if missing:
                 print(f"bench-check: FAILED: {len(missing)} benchmark(s) not in the baseline; "
                       f"`make bench-baseline` saves a new one", file=sys.stderr)
+                return rc or 1
+            if not_run and not nodeids:  # the default selection must time all of its baseline
+                print(f"bench-check: FAILED: {len(not_run)} baseline benchmark(s) not timed (skipped or "
+                      f"removed); `make bench-baseline` saves a new baseline if that was meant", file=sys.stderr)
                 return rc or 1
             print(f"bench-check: {'FAILED' if rc else 'passed'} (pytest exit status {rc})", flush=True)
             return rc

@@ -85,16 +85,18 @@ def test_check_without_a_baseline_fails_loudly_and_saves_none(tmp_path, saved_ba
     assert not list(storage.rglob("*.json"))
 
 
-def test_report_names_the_benchmarks_the_baseline_lacks(tmp_path, capsys):
+def test_report_names_benchmarks_missing_from_the_baseline_or_from_the_run(tmp_path, capsys):
     def saved(path: Path, medians: dict[str, float]) -> Path:
         path.write_text(json.dumps({"benchmarks": [{"fullname": k, "stats": {"median": v}} for k, v in medians.items()]}))
         return path
 
     baseline = saved(tmp_path / "0001_baseline.json", {"a.py::test_old": 0.010})
     current = saved(tmp_path / "current.json", {"a.py::test_old": 0.011, "a.py::test_new": 0.010})
-    assert check.report(baseline, current, check.THRESHOLD_PCT) == ["a.py::test_new"]
+    assert check.report(baseline, current, check.THRESHOLD_PCT) == (["a.py::test_new"], [])
     out = capsys.readouterr().out
     assert "MISSING  a.py::test_new" in out and "ok       a.py::test_old" in out and "(1.10x)" in out
+    assert check.report(current, baseline, check.THRESHOLD_PCT) == ([], ["a.py::test_new"])
+    assert "NOT RUN  a.py::test_new" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("model, slug", [("Intel(R) Xeon(R) Processor", "intel-xeon-processor"),
