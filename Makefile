@@ -51,7 +51,7 @@ readme-check: $(STAMP)
 	$(PY) -m repro.readme_figures --check
 
 bench: $(STAMP)
-	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=mean,stddev,rounds,ops --benchmark-sort=name
+	$(PY) -m pytest -q benchmarks --benchmark-only --ignore=benchmarks/test_ratio_guards.py --benchmark-columns=mean,stddev,rounds,ops --benchmark-sort=name
 
 # Regression checks that can fail (benchmarks/check.py says why each choice; not in `make test`:
 # timings are noisy). Compares a selection of benchmarks with this CPU's committed baseline,
