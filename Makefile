@@ -12,7 +12,7 @@ EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embed
 # Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
 LOCAL  := reproduced
 
-.PHONY: venv test plan reproduce-all compare promote bench report readme-check clean-cache peers peers-rerun
+.PHONY: venv test plan reproduce-all compare promote bench bench-check bench-baseline report readme-check clean-cache peers peers-rerun
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,7 +58,19 @@ readme-check: $(STAMP)
 	$(PY) -m repro.freshness
 
 bench: $(STAMP)
-	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=mean,stddev,rounds,ops --benchmark-sort=name
+	$(PY) -m pytest -q benchmarks --benchmark-only --ignore=benchmarks/test_ratio_guards.py --benchmark-columns=mean,stddev,rounds,ops --benchmark-sort=name
+
+# Regression checks that can fail (benchmarks/check.py says why each choice; not in `make test`:
+# timings are noisy). Compares a selection of benchmarks with this CPU's committed baseline,
+# benchmarks/baselines/<cpu model>/, failing where a median is more than 25% slower or where this
+# CPU has no baseline, then runs the same-run ratio guards (benchmarks/test_ratio_guards.py).
+# Run it on a quiet machine, before and after a change to the trainer, loader or embeddings.
+bench-check: $(STAMP)
+	$(PY) -m benchmarks.check check
+
+# Maintainers, on a quiet machine: save (replace) this CPU's baseline, then commit it.
+bench-baseline: $(STAMP)
+	$(PY) -m benchmarks.check baseline
 
 clean-cache:
 	rm -rf cache outputs multirun

@@ -5,8 +5,11 @@ ratios to the full table measured in the same run (never asserted: the machines 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
+from torch import nn
 
 from benchmarks.conftest import LOOKUPS, synthetic_feature_map
 from repro.registry import EMBEDDINGS
@@ -19,8 +22,8 @@ CASES = [("full", {})] + [
 ] + [("amtl", {})]
 
 
-@pytest.fixture(scope="module")
-def lookup_inputs():
+def make_lookup_inputs() -> tuple:
+    """(feature map, categorical indices, raw ids) of one batch over ``VOCABS``."""
     fm = synthetic_feature_map(VOCABS)
     gen = torch.Generator().manual_seed(0)
     # Zipf-like indices, as a real batch has (rank r drawn with probability ~ 1/r).
@@ -31,20 +34,33 @@ def lookup_inputs():
     return fm, cat, raw
 
 
-@pytest.mark.parametrize("name, extra", CASES, ids=[f"{n}-{e.get('compression', 1)}x" for n, e in CASES])
-def test_lookup_forward_backward(benchmark, lookup_inputs, name, extra):
-    torch.set_num_threads(2)
+def lookup_step(name: str, extra: dict, inputs: tuple) -> tuple[Callable[[], None], nn.Module]:
+    """One forward+backward of scheme ``name`` over ``inputs`` (sparse gradients where the scheme
+    has them), and the layer; the benchmark here and the ratio guards time this same step."""
     torch.manual_seed(0)
-    fm, cat, raw = lookup_inputs
+    fm, cat, raw = inputs
     layer = EMBEDDINGS.build(name, {"dim": DIM, **extra}, fm)
     layer.sparse_grad = layer.supports_sparse_grad
     layer.train()
 
-    def step():
+    def step() -> None:
         layer.forget()
         for p in layer.parameters():
             p.grad = None
         layer(cat, raw).sum().backward()
+
+    return step, layer
+
+
+@pytest.fixture(scope="module")
+def lookup_inputs():
+    return make_lookup_inputs()
+
+
+@pytest.mark.parametrize("name, extra", CASES, ids=[f"{n}-{e.get('compression', 1)}x" for n, e in CASES])
+def test_lookup_forward_backward(benchmark, lookup_inputs, name, extra):
+    torch.set_num_threads(2)
+    step, layer = lookup_step(name, extra, lookup_inputs)
 
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
     key = f"{name} {extra.get('compression', 1)}x" if extra else name
