@@ -12,7 +12,7 @@ EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embed
 # Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
 LOCAL  := reproduced
 
-.PHONY: venv test plan reproduce-all compare promote bench bench-check bench-baseline report readme-check clean-cache peers peers-rerun
+.PHONY: venv test preregister plan reproduce-all compare promote bench bench-check bench-baseline report readme-check clean-cache peers peers-rerun
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(STAMP)
 reproduce-all: $(STAMP)
 	$(PY) -m repro.experiments $(EXPERIMENTS) --results-dir $(LOCAL) --force=$(FORCE) --jobs $(JOBS)
 	$(PY) -m repro.reproduce compare $(EXPERIMENTS)
+
+# The pre-registration (issue 27, part 5): every claim's conditions and analysis with a power estimate
+# from the committed runs, results/preregistration.{md,json}; after it is committed a changed claim
+# needs REASON="why", appended to results/preregistration_log.md (a test fails until it is regenerated).
+preregister: $(STAMP)
+	$(PY) -m repro.preregister $(if $(REASON),--reason "$(REASON)",)
 
 # What is stale in results/ against the checked-out code, why, and the time to regenerate it.
 plan: $(STAMP)

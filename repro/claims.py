@@ -22,6 +22,12 @@ in place of ``metric``/``rows``/``stat``: one exact number, so the verdict is ``
 not hold`` (``not testable here`` while the measurement is missing). ``metric`` is one of ``METRICS``. A row may also be ``Bayes-optimal``: the true click
 probability scored on the same data as the condition's other row.
 
+A condition may also carry ``paper_effect``: the effect the paper reports for *that* condition, in
+the condition's own units (an AUC difference, a ratio, a speed-up), so that the pre-registration
+(``repro.preregister``) can say whether our runs could detect it. A relative figure is converted
+where the yaml says how (its comment cites papers.md); a condition the paper gives no number for has
+none. It never enters a verdict.
+
 Two more forms:
 
 - ``stat: difference_of_differences`` takes four rows ``[a, b, c, d]`` and judges
@@ -150,8 +156,12 @@ CLAIM_KEYS = {"id", "text", "source", "not_testable", "conditions", "requires", 
 CLAIM_KINDS = ("paper", "check")
 CHECK_SOURCE_PREFIX = "adrepro check"  # a claim of the suite itself, unless `kind` says otherwise
 CONDITION_KEYS = {"metric", "rows", "stat", "relation", "threshold"}
+# paper_effect: the effect the paper reports for this condition, in the condition's own units (see
+# the module docstring); read by the pre-registration's power estimate (repro.preregister), never by
+# a verdict.
+CONDITION_OPTIONAL_KEYS = {"paper_effect"}
 MEASURED_KEYS = {"measured", "relation", "threshold"}
-MEASURED_OPTIONAL_KEYS = {"deterministic"}  # true: a size or count, the same at every repeat
+MEASURED_OPTIONAL_KEYS = {"deterministic", "paper_effect"}  # deterministic: a size or count, the same at every repeat
 MEASURED_REF_KEYS = {"name", "row", "column"}
 LEVEL = 0.95
 FDR = 0.025  # Benjamini-Hochberg rate per direction: the 2.5% tail of each side of a 95% interval
@@ -172,6 +182,7 @@ class Condition:
     threshold: float
     measured: tuple[str, str, str] | None = None  # (measurement, row, column) instead of metric/rows
     deterministic: bool = False  # measured: a size or count, exact without repeats
+    paper_effect: float | None = None  # the paper's own figure for this condition, in its units; None: none given
 
     def describe(self) -> str:
         if self.measured:
@@ -259,9 +270,10 @@ def _parse_condition(where: str, cid: str, j: int, c: Any, known_rows: set[str] 
         raise ConfigError(f"{where}: {name} must be a mapping, got {type(c).__name__}")
     if "measured" in c:
         return _parse_measured(where, name, c)
-    unknown = sorted(set(c) - CONDITION_KEYS)
+    unknown = sorted(set(c) - CONDITION_KEYS - CONDITION_OPTIONAL_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: {name} has unknown key(s) {unknown}; known: {sorted(CONDITION_KEYS)}")
+        raise ConfigError(f"{where}: {name} has unknown key(s) {unknown}; known: "
+                          f"{sorted(CONDITION_KEYS | CONDITION_OPTIONAL_KEYS)}")
     missing = sorted(CONDITION_KEYS - set(c))
     if missing:
         raise ConfigError(f"{where}: {name} lacks key(s) {missing}")
@@ -283,7 +295,18 @@ def _parse_condition(where: str, cid: str, j: int, c: Any, known_rows: set[str] 
         bad = [r for r in rows if r not in known_rows]
         if bad:
             raise ConfigError(f"{where}: {name}: rows {bad} are not rows of the experiment; known: {sorted(known_rows)}")
-    return Condition(c["metric"], tuple(rows), c["stat"], c["relation"], thr)
+    return Condition(c["metric"], tuple(rows), c["stat"], c["relation"], thr,
+                     paper_effect=_paper_effect(where, name, c))
+
+
+def _paper_effect(where: str, name: str, c: Mapping) -> float | None:
+    if "paper_effect" not in c:
+        return None
+    value = c["paper_effect"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: {name}: paper_effect must be a finite number (the paper's figure in the "
+                          f"condition's units), got {value!r}")
+    return float(value)
 
 
 def _threshold(where: str, name: str, thr: Any) -> float:
@@ -308,7 +331,8 @@ def _parse_measured(where: str, name: str, c: Mapping) -> Condition:
     if c["relation"] not in RELATIONS:
         raise ConfigError(f"{where}: {name}: unknown relation {c['relation']!r}; known: {list(RELATIONS)}")
     return Condition("measured", (), "value", c["relation"], _threshold(where, name, c["threshold"]),
-                     (ref["name"], ref["row"], ref["column"]), bool(c.get("deterministic", False)))
+                     (ref["name"], ref["row"], ref["column"]), bool(c.get("deterministic", False)),
+                     _paper_effect(where, name, c))
 
 
 # --------------------------------------------------------------------------- #

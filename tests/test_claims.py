@@ -525,3 +525,18 @@ def test_adjusted_verdicts_never_strengthen_and_weaken_marginal_ones_in_a_large_
     # suite checks are outside the family
     checks = evaluate_claims(parse_claims("x", [claim("c", cond(["A", "B"]), source="adrepro check")]), runs)
     assert adjust_verdicts(checks) == 0 and checks[0].adjusted is None
+
+
+def test_a_paper_effect_is_parsed_and_a_misspelt_one_stays_an_error():
+    cond = {"metric": "test AUC", "rows": ["A", "B"], "stat": "difference", "relation": ">", "threshold": 0.0}
+    measured = {"measured": {"name": "m", "row": "r", "column": "c"}, "relation": ">=", "threshold": 30}
+    claim = lambda c: [{"id": "x", "text": "t", "source": "s", "conditions": [c]}]
+    assert parse_claims("f.yaml", claim(cond))[0].conditions[0].paper_effect is None
+    assert parse_claims("f.yaml", claim({**cond, "paper_effect": 0.002}))[0].conditions[0].paper_effect == 0.002
+    assert parse_claims("f.yaml", claim({**measured, "paper_effect": 30}))[0].conditions[0].paper_effect == 30.0
+    with pytest.raises(ConfigError, match="paper_efect"):
+        parse_claims("f.yaml", claim({**cond, "paper_efect": 0.002}))
+    with pytest.raises(ConfigError, match="paper_efect"):
+        parse_claims("f.yaml", claim({**measured, "paper_efect": 30}))
+    with pytest.raises(ConfigError, match="paper_effect must be a finite number"):
+        parse_claims("f.yaml", claim({**cond, "paper_effect": "+0.2%"}))
