@@ -12,12 +12,16 @@ complete metrics file.
 
 Staleness follows the inputs. A done run is reused exactly when every input that decides its
 numbers is unchanged (``manifest["inputs"]``, compared field by field, see ``staleness``):
-- the resolved config (``auto`` device resolved to the device it will run on);
+- the resolved config (``auto`` device resolved to the device it will run on), less what cannot
+  change a number (``progress``, ``keep_predictions``) or is scheduling (``threads``: kept in the
+  manifest's config, out of the hash and the folder's name);
 - the data: the source's fingerprint (its raw files, or the generator's config and code) and the
   preparation config, i.e. the prepared cache's key, recomputed now, not only recorded;
-- the code it executes: the harness core plus its own model, embedding and source modules and
-  what they import (``repro.environment.code_identity``); an unrelated method, the report or the
-  CLI is not part of it;
+- the code it executes: the definitions reachable from ``_run`` plus its own model and embedding
+  modules, with comments, docstrings and formatting dropped (``repro.identity``); bookkeeping
+  (``resolve``, ``inputs``, ``staleness``, ``execute``'s manifest writing), the data preparation
+  and the data source (both identified by the data input), an unrelated method, the report or the
+  CLI are not part of it;
 - the versions of the numeric libraries (torch, numpy).
 ``force`` reruns regardless. A stale run says why (which file, which input) before it reruns.
 
@@ -103,6 +107,9 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     hashed = json.loads(json.dumps(config))
     hashed["train"].pop("progress")  # cosmetic: does not change a number
     hashed["train"].pop("keep_predictions")  # which outputs are kept, not what they are (`staleness` checks them)
+    # A scheduling input: kept in the manifest's config, but the same run on another thread count
+    # is the same run (its sums may differ in the last bits; `repro.reproduce` tells them apart).
+    hashed["train"].pop("threads")
     config_hash = stable_hash(hashed, 16)
     variant = stable_hash({k: v for k, v in hashed.items() if k != "seed"}, 8)
     experiment = str(plain.get("experiment_name", "adhoc"))
@@ -166,6 +173,15 @@ def plugin_files(config: dict) -> tuple[str, ...]:
     return tuple(sorted({inspect.getsourcefile(e.factory) for e in entries}))
 
 
+def identity_files(config: dict) -> tuple[str, ...]:
+    """The plug-in files a run's code identity holds whole: its model's and its embedding layer's.
+    Not its data source's: the source acts only through the data preparation, whose output is the
+    run's data input (see ``inputs``), so its code is identified there (the cache key holds the
+    source's code digest, and the cache's content is what the run reads)."""
+    entries = (MODELS.get(config["model"]["name"]), EMBEDDINGS.get(config["embedding"]["name"]))
+    return tuple(sorted({inspect.getsourcefile(e.factory) for e in entries}))
+
+
 def inputs(run: ResolvedRun) -> dict:
     """Every input that decides the run's numbers, as it stands now."""
     config = run.config
@@ -174,7 +190,7 @@ def inputs(run: ResolvedRun) -> dict:
     now = {
         "config_hash": run.config_hash,
         "data": cache_key(source, PrepareConfig(min_count=config["data"]["min_count"])),
-        "code": code_identity(*plugin_files(config))["fingerprint"],
+        "code": code_identity(*identity_files(config))["fingerprint"],
         "versions": {k: versions.get(k) for k in NUMERIC_PACKAGES},
     }
     if config["data"].get("teacher"):
@@ -235,7 +251,7 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
         reasons.append(f"the data changed (prepared-data key {then.get('data')} -> {now['data']})")
     if then.get("code") != now["code"]:
         old = manifest.get("code", {}).get("files", {})
-        new = code_identity(*plugin_files(run.config))["files"]
+        new = code_identity(*identity_files(run.config))["files"]
         changed = sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f))
         reasons.append(f"the code it executes changed ({', '.join(changed) or 'unknown files'})")
     for k, v in now["versions"].items():
@@ -288,7 +304,7 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
         "config_hash": run.config_hash,
         "inputs": now,
         "seed": run.config["seed"],
-        "code": {**git_state(), **code_identity(*plugin_files(run.config))},
+        "code": {**git_state(), **code_identity(*identity_files(run.config))},
         "packages": package_versions(),
         "machine": machine(),
         "started": previous["started"] if resuming else _now(),
