@@ -13,29 +13,45 @@ changes with Python's minor version, the tokens of the same source do not, 3.12'
 aside.)
 
 **Definition-level reachability.** The units of a file are its top-level definitions (a function;
-a class with its methods) and one "module body" unit (every other top-level statement: imports,
-constants, registrations, ``if __name__ == "__main__"``). The roots are
+a class with its methods), its constants (an assignment without effect, one unit per statement,
+reached by any name it binds), one unit per name a top-level import binds, its
+``if __name__ == "__main__":`` block (``<main>``) and one "module body" unit (``<module>``: every
+other top-level statement, i.e. those with an effect: calls, registrations, ``try`` blocks...).
+The roots are
 
 - ``repro/run.py::_run``, the computation a run executes (not ``resolve``, ``inputs``,
   ``staleness`` or ``execute``'s manifest writing: bookkeeping that decides no number);
-- every module body of a file in the closure (it runs on import);
-- every unit of the run's own plug-in files (model, embedding layer, data source) and of every
-  ``__init__.py``: whole files, as before;
+- every module body of a file in the closure (it runs on import); not its ``<main>`` block, which
+  runs only when the file is run as a program (a file run so by name, as torchrun runs
+  ``-m repro.distributed``, is identified whole, see below);
+- every unit of the run's own plug-in files (model, embedding layer; a measurement's module) and
+  of every ``__init__.py``: whole files. Not the data source's file: it acts only through the data
+  preparation, a boundary (below);
 - every definition with a decorator outside ``PURE_DECORATORS``: an unknown decorator may register
   the definition somewhere (``@register_model``), so it is reached without being named.
 
-From the roots, a top-level definition of any closure file is included when its NAME is used in an
-included unit: as an ``ast.Name`` (any name, a local variable included: matching by name across
-files over-approximates, which is the safe side), or as the attribute of a chain whose leftmost
+From the roots, a top-level definition or constant of any closure file is included when its NAME
+is used in an included unit (an import unit, when its name is used in its own file): as an
+``ast.Name`` it loads (matching by name across files over-approximates, the safe side; a name
+local to an enclosing function, a parameter ``inputs`` say, is not ``repro.run.inputs``, while a
+name a function imports is followed), or as the attribute of a chain whose leftmost
 name some import binds (``metric_fns.relevance_auc``, ``repro.train.fit``). An attribute of any
 other base (``path.resolve()``, ``self.config``) cannot be a module's function, so it reaches no
 top-level definition; a class reached by name brings every method. ``from a import b as c``: using
 ``c`` uses ``b``. This runs to a fixed point together with the file closure: a file joins when an
 import that is executed imports it (a top-level import always, an import inside a function only
 when that function is included) and its package ``__init__`` files with it; a file loaded by path
-(a string ``"<name>.py"`` naming a project file of the same folder or of ``datasets/``, e.g.
-``datasets/tabular.py`` loading ``criteo.py``) or by a dotted module name in a string
-(``"repro.distributed"``, which torchrun runs with ``-m``) joins whole.
+(a string ``"<name>.py"`` naming a project file of the same folder or of ``datasets/``, in a unit
+that calls ``spec_from_file_location``, e.g. ``datasets/tabular.py`` loading ``criteo.py``) or by
+a dotted module name in a string (in a unit that calls ``import_module`` or passes ``"-m"``:
+``"repro.distributed"``, which torchrun runs) joins whole.
+
+Limits, chosen: an import nothing included uses is left out (its module's import-time effects are
+its module body's, a root whenever the module is a project file, or a library's, which the
+versions cover); a module reached through an assigned alias (``m = metrics; m.auc()``) or by
+``getattr(module, "name")`` is not followed (the core has neither; ``tests/test_identity.py``
+checks the dispatches it has); the plug-in loader's imports of every method (``load_plugins``)
+are not followed, as before: a method's file is not in another method's identity.
 
 Boundary definitions (``BOUNDARY``) are never entered: ``repro.data.prepare.prepare`` builds the
 prepared cache, whose content is the run's data input (its own identity, see
@@ -66,6 +82,7 @@ PROJECT_PACKAGES = ("repro", "baselines", "methods")
 CORE_RUN_FILE = "repro/run.py"
 CORE_RUN_ROOT = "_run"
 MODULE_BODY = "<module>"
+MAIN_BLOCK = "<main>"  # a file's `if __name__ == "__main__":` block
 # Decorators that only wrap or describe a definition; any other may register it (a root).
 PURE_DECORATORS = frozenset({
     "dataclass", "dataclasses.dataclass", "lru_cache", "functools.lru_cache", "cache", "functools.cache",
@@ -171,6 +188,15 @@ def _constant_names(stmt: ast.AST) -> list[str] | None:
     return names
 
 
+def _is_main_block(stmt: ast.AST) -> bool:
+    """``if __name__ == "__main__":``"""
+    if not isinstance(stmt, ast.If) or not isinstance(stmt.test, ast.Compare) or len(stmt.test.ops) != 1:
+        return False
+    sides = [stmt.test.left, *stmt.test.comparators]
+    return isinstance(stmt.test.ops[0], ast.Eq) and any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides) \
+        and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides)
+
+
 def _token_digest(tokens: list) -> str:
     return hashlib.sha256(repr(tokens).encode()).hexdigest()[:16]
 
@@ -182,8 +208,8 @@ def parse_file(path: str, blob: bytes) -> ParsedFile:
     it a root); an assignment without effect (``_constant_names``) is a "const" unit of each name
     it binds; each name a top-level import binds is an "import" unit (digested from the import's
     module and name, so adding a name to an import line changes no other unit); every other
-    top-level statement (a call, a registration, ``if __name__ == "__main__"``, a ``try``) belongs
-    to the file's one root unit ``<module>``."""
+    top-level statement (a call, a registration, a ``try``) belongs to the file's one root unit
+    ``<module>``, but ``if __name__ == "__main__":``, the unit ``<main>``."""
     try:
         text = blob.decode("utf-8")
         tree = ast.parse(text, filename=path)
@@ -225,6 +251,8 @@ def parse_file(path: str, blob: bytes) -> ParsedFile:
             continue
         elif (names := _constant_names(stmt)) is not None:
             key = add(",".join(names), "const", [stmt], tuple(names))  # `a, b = ...`: reached by either
+        elif _is_main_block(stmt):  # runs only when the file is run (whole: see `_string_files`)
+            key = add(MAIN_BLOCK, "main", [stmt])
         else:
             body.nodes.append(stmt)
             top_imports += [n for n in _walk_outside_functions(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))]
@@ -340,7 +368,7 @@ def _string_files(path: str, nodes: list[ast.AST], read: Reader) -> set[str]:
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
     if calls & set(_LOADS_BY_PATH):
         for s in strings:
-            if s.endswith(".py") and "/" not in s and " " not in s:
+            if s.endswith(".py") and s[:-3].isidentifier():
                 found |= {c for c in (f"{folder}/{s}", f"datasets/{s}") if read(c) is not None}
     if calls & set(_LOADS_BY_NAME) or "-m" in strings:
         for s in strings:
@@ -351,21 +379,89 @@ def _string_files(path: str, nodes: list[ast.AST], read: Reader) -> set[str]:
     return found
 
 
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
+def _function_locals(fn: ast.AST) -> set[str]:
+    """The names local to a function: its parameters and what its own body binds (assignment,
+    loop, ``with``/``except`` targets, nested definitions), less what it declares ``global`` or
+    ``nonlocal``. Names an import in the body binds are not counted local: they name another
+    module's definitions, which reachability must follow."""
+    a = fn.args
+    names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, [a.vararg, a.kwarg])]}
+    declared: set[str] = set()
+    todo = list(fn.body) if isinstance(fn.body, list) else [fn.body]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+            todo += n.decorator_list  # evaluated here; the body is its own scope
+            continue
+        if isinstance(n, (ast.Lambda, *_COMPREHENSIONS)):
+            continue
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            names.add(n.id)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            names.add(n.name)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            declared.update(n.names)
+        todo += list(ast.iter_child_nodes(n))
+    return names - declared
+
+
 def _references(nodes: list[ast.AST], module_names: set[str]) -> set[str]:
-    """Names a unit uses: every ``Name``, and the attributes of chains rooted at an import-bound name."""
-    out = set()
-    for node in nodes:
-        for n in ast.walk(node):
-            if isinstance(n, ast.Name):
+    """Names a unit uses: every ``Name`` it loads that is not a local of an enclosing function
+    (a function's parameter ``inputs`` is not ``repro.run.inputs``), and the attributes of chains
+    rooted at an import-bound name that is not such a local."""
+    out: set[str] = set()
+
+    def visit(n: ast.AST, local: frozenset) -> None:
+        if isinstance(n, _FUNCTIONS):
+            if not isinstance(n, ast.Lambda):
+                for d in n.decorator_list:
+                    visit(d, local)
+                if n.returns is not None:
+                    visit(n.returns, local)
+            for d in [*n.args.defaults, *filter(None, n.args.kw_defaults)]:
+                visit(d, local)
+            for arg in [*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs, *filter(None, [n.args.vararg, n.args.kwarg])]:
+                if arg.annotation is not None:
+                    visit(arg.annotation, local)
+            inner = local | _function_locals(n)
+            for stmt in (n.body if isinstance(n.body, list) else [n.body]):
+                visit(stmt, inner)
+            return
+        if isinstance(n, _COMPREHENSIONS):
+            targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+            inner = local | targets
+            visit(n.generators[0].iter, local)  # evaluated in the enclosing scope
+            for g in n.generators:
+                if g is not n.generators[0]:
+                    visit(g.iter, inner)
+                for cond in g.ifs:
+                    visit(cond, inner)
+            for part in ([n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]):
+                visit(part, inner)
+            return
+        if isinstance(n, ast.Name):
+            if not isinstance(n.ctx, ast.Store) and n.id not in local:
                 out.add(n.id)
-            elif isinstance(n, ast.Attribute):
-                base = n
-                chain = []
-                while isinstance(base, ast.Attribute):
-                    chain.append(base.attr)
-                    base = base.value
-                if isinstance(base, ast.Name) and base.id in module_names:
-                    out.update(chain)
+            return
+        if isinstance(n, ast.Attribute):
+            base, chain = n, []
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in module_names and base.id not in local:
+                out.update(chain)
+            visit(base, local)  # a call or subscript under the chain (`a.f(x).g`) is visited there
+            return
+        for child in ast.iter_child_nodes(n):
+            visit(child, local)
+
+    for node in nodes:
+        visit(node, frozenset())
     return out
 
 

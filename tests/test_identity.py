@@ -87,7 +87,7 @@ def test_the_identity_holds_what_the_computation_reaches_and_nothing_else():
     # `run.resolve()` is an attribute of a run, not of a module: metrics.resolve is not reached
     assert set(units["repro/metrics.py"]) == {"auc"}
     # torchrun runs `-m repro.distributed`: its `__main__` block and what it calls are reached
-    assert {"launch", "worker", "<module>"} <= set(units["repro/distributed.py"])
+    assert {"launch", "worker", "<main>"} <= set(units["repro/distributed.py"])
 
 
 @pytest.mark.parametrize("path, old, new", [
@@ -99,6 +99,7 @@ def test_the_identity_holds_what_the_computation_reaches_and_nothing_else():
     ("repro/train.py", "import torch\n", "import torch\nimport tokenize\n"),  # an import nothing reached uses
     ("repro/train.py", "RATE = 0.1\n", "RATE = 0.1\nNEW_CONSTANT = (1, 2)\n"),  # an unused constant
     ("repro/train.py", "x: int = 1", "x: int = 2"),  # a dataclass nothing reached names
+    ("repro/metrics.py", "return 1\n", "return 1\n\nif __name__ == '__main__':\n    print(auc())\n"),  # a CLI
 ])
 def test_what_cannot_change_a_number_changes_no_identity(path, old, new):
     assert included(edited(path, old, new)) == included(CORE)
@@ -149,7 +150,7 @@ def test_the_committed_core_reaches_its_dynamic_targets():
     """The dispatches found in the core: torchrun's `-m repro.distributed`, the registries'
     decorators, the training's comm hooks by name (a dict of functions)."""
     units = identity.reachable_units("repro/run.py", (), identity.disk_reader(ROOT))
-    assert {"launch", "worker", "<module>"} <= set(units["repro/distributed.py"])
+    assert {"launch", "worker", "<main>"} <= set(units["repro/distributed.py"])
     assert {"FullEmbedding", "EMBEDDINGS"} <= set(units["repro/embeddings.py"])  # @register_embedding
     assert {"train", "predict", "COMM_HOOKS", "DataParallel"} <= set(units["repro/train.py"])
     assert "prepare" not in units["repro/data/prepare.py"] and "raw_hash" in units["repro/data/prepare.py"]
@@ -169,3 +170,14 @@ def test_indentation_is_structure():
     a = b"def f(x):\n    if x:\n        x = 1\n    return x\n"
     b = b"def f(x):\n    if x:\n        x = 1\n        return x\n"
     assert identity.normalised_file_digest("a.py", a) != identity.normalised_file_digest("a.py", b)
+
+
+def test_a_local_name_or_a_class_field_is_not_a_module_definition():
+    files = {**CORE, "repro/train.py": CORE["repro/train.py"].replace(
+        "def unused():\n    return 3",
+        "def unused():\n    return 3\n\n@dataclass\nclass Cfg:\n    unused: int = 1\n\n"
+        "def local(unused):\n    return [unused for unused in range(unused)]")}
+    files["repro/run.py"] = files["repro/run.py"].replace("return fit(config)", "return fit(config) + local(1) + Cfg().unused")
+    units = included(files)
+    assert {"local", "Cfg"} <= set(units["repro/train.py"]) and "unused" not in units["repro/train.py"]
+    assert included(edited("repro/train.py", "return 3", "return 4", files)) == units
