@@ -312,6 +312,7 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
     }
     atomic_write_json(work / "manifest.json", manifest)
     try:
+        check_strict_data(run.config)
         metrics = _run(run, manifest, work)
         atomic_write_json(work / "metrics.json", metrics)
         manifest.update(status="done", finished=_now())
@@ -335,6 +336,45 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
             leftover.unlink()
         _replace_dir(work, _sibling(run.run_dir, ".failed"))
         raise
+
+
+def check_strict_data(config: dict) -> None:
+    """``data.strict: true`` holds on a cache hit too: raise ``DataError`` naming the first rejected
+    line when the prepared cache this run would read rejected any (its ``provenance.json``'s
+    ``rejected_rows``, the line numbers in its ``rejects.json``). A source whose fingerprint ignores
+    ``strict`` (Criteo's: it changes no row that is kept) shares one cache between strict and
+    lenient runs, so a strict run would otherwise train on a file with bad lines as if it were clean.
+    A bookkeeping check, called by ``execute`` before ``_run``: what it reads is the data input, so
+    it is no part of the code identity. Without ``strict: true`` it does nothing."""
+    if not config["data"].get("strict"):
+        return
+    from repro.data.prepare import REJECTS_FILE
+
+    root = prepare(make_source(config), PrepareConfig(min_count=config["data"]["min_count"],
+                                                      cache_root=str(_cache_root(config))), verbose=False)
+    provenance = load_json(root / "provenance.json") or {}
+    rejected = {s: n for s, n in (provenance.get("rejected_rows") or {}).items() if n}
+    if not rejected:
+        return
+    rejects = load_json(root / REJECTS_FILE) or {}
+    source = provenance.get("source_config") or config["data"]
+    order = [s for s in provenance.get("splits", []) if s in rejected] or sorted(rejected)
+    lines = {s: (rejects.get(s) or {}).get("first_malformed_line_numbers") or [] for s in order}
+    split = next((s for s in order if lines[s]), order[0])
+    if source.get("split") != "files" and any(lines.values()):  # one file: its first bad line, whatever split
+        split = min((min(v), s) for s, v in lines.items() if v)[1]
+    # The raw file a split's line numbers count in, as the source's config names it.
+    name = source.get(f"{split}_file") if source.get("split") == "files" else source.get("file")
+    where = str(Path(source["data_dir"]) / name) if name and source.get("data_dir") else (name or "its raw file")
+    total = sum(rejected.values())
+    if lines[split]:
+        first = f"{where}: line {min(lines[split])}: a malformed line (split {split})"
+    else:
+        first = (f"split {split}: {rejected[split]} row(s) with a missing or invalid label "
+                 f"(their line numbers are not recorded)")
+    raise DataError(f"data.strict=true, but the prepared cache {root} rejected {total} row(s) of the raw data; "
+                    f"the first: {first}. The cache was built by a lenient run (strict is not part of its "
+                    "key); fix the file, or set data.strict=false to train on the rows kept")
 
 
 def _sibling(path: Path, suffix: str) -> Path:

@@ -181,3 +181,46 @@ def test_replacing_a_raw_data_file_makes_runs_stale(tmp_path, run_config):
     assert before["config_hash"] == after["config_hash"]
     reasons = staleness(run, manifest=manifest)
     assert len(reasons) == 1 and "data changed" in reasons[0]
+
+
+# -- data.strict holds on a cache hit --------------------------------------------------------
+def test_strict_fails_on_a_cache_a_lenient_run_built_from_bad_lines(tmp_path, run_config):
+    import sys
+
+    from repro.data.prepare import PrepareConfig, prepare
+    from repro.errors import DataError
+    from repro.registry import SOURCES, load_plugins
+
+    load_plugins()
+    criteo = sys.modules["adrepro_datasets.criteo"]  # datasets/ is loaded by path, never imported
+    (tmp_path / "raw").mkdir()
+    placed = criteo.write_criteo_sample(tmp_path / "raw" / "train.txt", 2_000, seed=8, bad_label=2, wrong_fields=1)
+    first_bad = min(n for lines in placed.values() for n in lines)
+    cfg = run_config()
+    cfg["data"] = {"name": "criteo", "min_count": 1, "cache_root": str(tmp_path / "cache"),
+                   "data_dir": str(tmp_path / "raw")}
+    lenient = prepare(SOURCES.build("criteo", {"data_dir": str(tmp_path / "raw")}),
+                      PrepareConfig(min_count=1, cache_root=str(tmp_path / "cache")), verbose=False)
+    strict = {**cfg, "data": {**cfg["data"], "strict": True}}
+    assert resolve(strict).config["data"]["strict"] is True
+    with pytest.raises(DataError, match=rf"train\.txt: line {first_bad}: a malformed line"):
+        execute(strict)
+    failed = json.loads((resolve(strict).run_dir.with_name("seed0.failed") / "manifest.json").read_text())
+    assert failed["status"] == "failed" and "data.strict=true" in failed["reason"]
+    assert str(lenient) in failed["reason"]  # the same cache: strict is not part of its key
+    run_module.check_strict_data(resolve(cfg).config)  # lenient: the check does nothing
+
+
+def test_strict_passes_on_a_clean_cache(tmp_path):
+    import sys
+
+    from repro.registry import load_plugins
+
+    load_plugins()
+    criteo = sys.modules["adrepro_datasets.criteo"]
+    (tmp_path / "raw").mkdir()
+    criteo.write_criteo_sample(tmp_path / "raw" / "train.txt", 2_000, seed=8)
+    config = resolve({"data": {"name": "criteo", "min_count": 1, "cache_root": str(tmp_path / "cache"),
+                               "data_dir": str(tmp_path / "raw"), "strict": True},
+                      "train": {"device": "cpu"}}).config
+    run_module.check_strict_data(config)  # raises nothing
