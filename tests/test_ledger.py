@@ -98,11 +98,12 @@ def test_the_content_digest_covers_the_frequencies_not_their_zip_container(copy)
     assert ledger.content_digest(copy) != before
 
 
-def test_the_content_digest_ignores_times_paths_and_code_in_the_provenance_but_not_its_rows(copy):
+def test_the_content_digest_ignores_times_paths_settings_and_code_in_the_provenance_but_not_its_rows(copy):
     before = ledger.content_digest(copy)
     provenance = json.loads((copy / "provenance.json").read_text())
     changed = {**provenance, "seconds": provenance["seconds"] + 100, "source_fingerprint": "elsewhere",
-               "cache_key": "other", "prepare_code": "refactored"}
+               "cache_key": "other", "prepare_code": "refactored",
+               "source_config": {**provenance["source_config"], "data_dir": "/elsewhere", "strict": True}}
     (copy / "provenance.json").write_text(json.dumps(changed))
     assert ledger.content_digest(copy) == before
     changed["rows"] = {**changed["rows"], "train": changed["rows"]["train"] + 1}

@@ -23,8 +23,12 @@ The choices, once:
   * ``provenance.json`` counts as its parsed JSON less ``PROVENANCE_EXCLUDED`` (``seconds``: the
     build's time; ``source_fingerprint``: the source's code digest, and a raw file's resolved path
     and modification time; ``cache_key`` and ``prepare_code``: the code's identity, which the
-    content digest exists to abstract from), re-serialised with sorted keys. Everything else in it
-    (rows, rejected rows, splits, the source's config, the split protocol) is content and counts.
+    content digest exists to abstract from; ``source_config``: the source's config, whose effect
+    on the rows is in the data files, and which adds only paths (``data_dir``, file names) and the
+    settings the cache key ignores because they change no row (``strict``, block sizes), so a
+    strict and a lenient build of one key digest the same), re-serialised with sorted keys.
+    Everything else in it (rows, rejected rows, splits, unlabelled splits, the split protocol, the
+    split files' digests) is content and counts.
   * ``frequencies.npz`` counts as its arrays (name, dtype, shape, bytes, by name), not its zip
     container, whose layout belongs to numpy's writer.
 
@@ -73,8 +77,9 @@ from repro.registry import ROOT
 LEDGER_PATH = ROOT / "results" / "data_ledger.json"
 LEDGER_FORMAT = 1
 EXCLUDED_FILES = ("DONE",)  # the finished-marker: no data
-# provenance.json keys that record a time, a path or the code's identity, not the cache's content.
-PROVENANCE_EXCLUDED = ("seconds", "source_fingerprint", "cache_key", "prepare_code")
+# provenance.json keys that record a time, a path, a setting that changes no row or the code's
+# identity, not the cache's content (see the module docstring).
+PROVENANCE_EXCLUDED = ("seconds", "source_fingerprint", "cache_key", "prepare_code", "source_config")
 DIGEST_LENGTH = 16  # hex characters kept of a content digest
 
 
