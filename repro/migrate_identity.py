@@ -140,7 +140,8 @@ class Migration:
         from repro.data.prepare import PrepareConfig
         from repro.run import make_source
 
-        digest = data_identity(make_source(config), PrepareConfig(min_count=config["data"]["min_count"]))
+        digest = data_identity(make_source(config), PrepareConfig(min_count=config["data"]["min_count"]),
+                               ledger=self.results / "data_ledger.json")
         if digest is None:
             self.notices.append(f"{where}: the ledger does not know its prepared cache; inputs.data kept as {old}")
             return old

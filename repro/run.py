@@ -15,8 +15,11 @@ numbers is unchanged (``manifest["inputs"]``, compared field by field, see ``sta
 - the resolved config (``auto`` device resolved to the device it will run on), less what cannot
   change a number (``progress``, ``keep_predictions``) or is scheduling (``threads``: kept in the
   manifest's config, out of the hash and the folder's name);
-- the data: the source's fingerprint (its raw files, or the generator's config and code) and the
-  preparation config, i.e. the prepared cache's key, recomputed now, not only recorded;
+- the data: the content digest of the prepared cache (``repro.data.ledger``), found in the results'
+  data ledger by the cache's key (the source's fingerprint, the preparation config and code),
+  recomputed now, not only recorded; a key the ledger does not know makes the plan say "its cache
+  must be built to tell", and ``execute`` builds and records the cache before it decides (a
+  preparation refactor that builds the same bytes reruns nothing);
 - the code it executes: the definitions reachable from ``_run`` plus its own model and embedding
   modules, with comments, docstrings and formatting dropped (``repro.identity``); bookkeeping
   (``resolve``, ``inputs``, ``staleness``, ``execute``'s manifest writing), the data preparation
@@ -51,7 +54,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.cascade import evaluate_cascade, evaluate_creatives
 from repro.data.dataset import PreparedDataset
-from repro.data.prepare import PrepareConfig, cache_key, prepare, raw_column, raw_hash
+from repro.data.prepare import PrepareConfig, prepare, raw_column, raw_hash
 from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, gpu_memory, machine, package_versions
 from repro.errors import ConfigError, DataError
 from repro.embeddings import embedding_layers
@@ -184,18 +187,29 @@ def identity_files(config: dict) -> tuple[str, ...]:
 
 def inputs(run: ResolvedRun) -> dict:
     """Every input that decides the run's numbers, as it stands now."""
+    from repro.data.ledger import data_identity
+
     config = run.config
     source = make_source(config)
     versions = package_versions()
     now = {
         "config_hash": run.config_hash,
-        "data": cache_key(source, PrepareConfig(min_count=config["data"]["min_count"])),
+        # The prepared cache's content digest, from the results' data ledger by the cache's key;
+        # None when the ledger does not know the key (new preparation code or config): `execute`
+        # builds the cache and records it before it decides.
+        "data": data_identity(source, PrepareConfig(min_count=config["data"]["min_count"]), ledger=ledger_path(run)),
         "code": code_identity(*identity_files(config))["fingerprint"],
         "versions": {k: versions.get(k) for k in NUMERIC_PACKAGES},
     }
     if config["data"].get("teacher"):
         now["teacher"] = teacher_identity(run)
     return now
+
+
+def ledger_path(run: ResolvedRun) -> Path:
+    """The data ledger of the run's results folder (``<results>/data_ledger.json``): cache key ->
+    the content digest of the cache it builds (``repro.data.ledger``)."""
+    return run.run_dir.parents[3] / "data_ledger.json"
 
 
 def teacher_dir(run: ResolvedRun) -> Path | None:
@@ -248,7 +262,8 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
         reasons.append("its teacher run is missing or changed" if now.get("teacher") is None else
                        "its teacher run changed")
     if then.get("data") != now["data"]:
-        reasons.append(f"the data changed (prepared-data key {then.get('data')} -> {now['data']})")
+        reasons.append("the data preparation changed: its cache must be built to tell" if now["data"] is None
+                       else f"the data changed (prepared-data content {then.get('data')} -> {now['data']})")
     if then.get("code") != now["code"]:
         old = manifest.get("code", {}).get("files", {})
         new = code_identity(*identity_files(run.config))["files"]
@@ -280,6 +295,13 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
     """
     run = resolve(cfg)
     now = inputs(run)
+    if now["data"] is None:  # a cache the ledger does not know: build it, record its content, then decide
+        from repro.data.ledger import record
+
+        root = prepare(make_source(run.config), PrepareConfig(min_count=run.config["data"]["min_count"],
+                                                              cache_root=str(_cache_root(run.config))),
+                       verbose=run.config["train"]["progress"])
+        now["data"] = record(root, ledger=ledger_path(run))
     where = run.run_dir.relative_to(ROOT) if run.run_dir.is_relative_to(ROOT) else run.run_dir
     reasons = staleness(run, now=now) if not force else ["forced"]
     if not reasons:

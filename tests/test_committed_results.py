@@ -6,7 +6,9 @@ measured 2026-12-08), so this plans a representative subset (~50 s): a world-dat
 fingerprint (pcf_gnn) and the data-parallel rows (hpc_ladder). What a fresh clone cannot have is
 not staleness: kept predictions are git-ignored (``results/runs/**/predictions/``), so a run whose
 ``keep_predictions`` files are absent, and a student whose teacher differs only by the digest of
-those absent predictions, are allowed; every other reason fails.
+those absent predictions, are allowed. So is a run whose prepared data the data ledger lists as
+not rebuildable on this machine (``unreproduced``: PCF-GNN's pre-trained features round with the
+thread count and CPU), whose data identity cannot be known here. Every other reason fails.
 """
 
 import json
@@ -15,15 +17,24 @@ from repro.experiments import plan
 from repro.run import PREDICTIONS, teacher_dir, teacher_identity
 
 SUBSET = ["baselines", "cascade_creative", "pcf_gnn", "hpc_ladder"]
-# pcf_gnn's data source (world_pcf) fingerprints itself with repro.environment.code_identity, whose
-# value the second identity changed, so its cache key moved although no byte of its data did.
-# The data ledger (repro.data.ledger: the cache's content as the data input) ends this; until it
-# lands, only these experiments' data reasons are let through.
-DATA_KEY_MOVED = {"pcf_gnn"}
+
+
+def _unreproduced_data(job) -> bool:
+    """Whether the run's prepared data is one the data ledger lists as not rebuildable here
+    (``repro.data.ledger.load_unreproduced``, by the cache's key under the current code: its
+    rebuilt splits differ from the ones the run trained on), so its data identity cannot be known
+    without the run's own machine."""
+    from repro.data.ledger import load_unreproduced
+    from repro.data.prepare import PrepareConfig, cache_key
+    from repro.run import ledger_path, make_source, resolve
+
+    run = resolve(job.cfg)
+    key = cache_key(make_source(run.config), PrepareConfig(min_count=run.config["data"]["min_count"]))
+    return key in load_unreproduced(ledger_path(run))
 
 
 def _fresh_clone_reason(job, reason: str) -> bool:
-    if job.experiment in DATA_KEY_MOVED and reason.startswith("the data changed (prepared-data key"):
+    if reason == "the data preparation changed: its cache must be built to tell" and _unreproduced_data(job):
         return True
     if reason.startswith("its predictions on ") and reason.endswith(" were not kept"):
         return True

@@ -148,6 +148,21 @@ def test_changed_code_makes_a_run_stale_and_names_the_file(done_run, monkeypatch
     assert len(reasons) == 1 and "repro/train.py" in reasons[0]
 
 
+def test_a_preparation_change_that_builds_the_same_bytes_reruns_nothing(done_run, monkeypatch):
+    """A refactor of the preparation moves the cache key (its code digest is in it); the ledger
+    does not know the new key, so the plan cannot tell; execute() builds the cache, finds the
+    content it recorded before and reruns nothing."""
+    import repro.data.prepare as prepare_module
+
+    cfg, run = done_run
+    before = json.loads((run.run_dir / "manifest.json").read_text())
+    real = prepare_module.prepare_code_digest
+    monkeypatch.setattr(prepare_module, "prepare_code_digest", lambda source: "refactored-" + real(source))
+    assert staleness(run) == ["the data preparation changed: its cache must be built to tell"]
+    assert execute(cfg)["finished"] == before["finished"]  # cached: the same content
+    assert staleness(run) == []  # the ledger knows the new key now
+
+
 def test_a_manifest_without_inputs_is_stale(done_run):
     _, run = done_run
     manifest = json.loads((run.run_dir / "manifest.json").read_text())
@@ -168,14 +183,20 @@ def test_replacing_a_raw_data_file_makes_runs_stale(tmp_path, run_config):
         shutil.copy(SAMPLES / f"{split}_sample.csv", raw / f"{split}.csv")
     cfg = run_config()
     cfg["data"] = {"name": "taobao_ad", "min_count": 1, "cache_root": str(tmp_path / "cache"), "data_dir": str(raw)}
+    from repro.data.ledger import record
+    from repro.run import ledger_path, open_data
+
     run = resolve(cfg)
+    record(open_data(run.config, verbose=False).root, ledger=ledger_path(run))
     before = inputs(run)
     manifest = {"status": "done", "inputs": before}
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "metrics.json").write_text("{}")
-    assert staleness(run, manifest=manifest) == []
+    assert before["data"] is not None and staleness(run, manifest=manifest) == []
     lines = (raw / "test.csv").read_text().splitlines()
     (raw / "test.csv").write_text("\n".join(lines[:-1]) + "\n")  # the user replaced a file: one row fewer
+    assert staleness(run, manifest=manifest) == ["the data preparation changed: its cache must be built to tell"]
+    record(open_data(run.config, verbose=False).root, ledger=ledger_path(run))  # what execute() does first
     after = inputs(run)
     assert before["data"] != after["data"] and before["code"] == after["code"]
     assert before["config_hash"] == after["config_hash"]
