@@ -265,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in migration.problems:
         print(f"not migrated: {p}", file=sys.stderr)
     verb = "would migrate" if args.check else "migrated"
-    print(f"{verb} {migration.migrated} of {migration.pending} manifests still on the first identity; "
-          f"{len(migration.problems)} problem(s)")
+    print(f"{verb} {migration.migrated} of {migration.pending} manifests on the first identity or with a data "
+          f"input the ledger did not know; {len(migration.problems)} problem(s)")
     return 1 if migration.problems or (args.check and migration.migrated) else 0
 
 
