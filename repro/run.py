@@ -169,13 +169,6 @@ def _cache_root(config: dict) -> Path:
     return root if root.is_absolute() else ROOT / root
 
 
-def plugin_files(config: dict) -> tuple[str, ...]:
-    """The files of the run's own model, embedding layer and data source."""
-    entries = (MODELS.get(config["model"]["name"]), EMBEDDINGS.get(config["embedding"]["name"]),
-               SOURCES.get(config["data"]["name"]))
-    return tuple(sorted({inspect.getsourcefile(e.factory) for e in entries}))
-
-
 def identity_files(config: dict) -> tuple[str, ...]:
     """The plug-in files a run's code identity holds whole: its model's and its embedding layer's.
     Not its data source's: the source acts only through the data preparation, whose output is the
