@@ -47,8 +47,8 @@ The choices, once:
   (``<source>-<key>``). The one-off migration records caches built by the previous code under the
   key the current code gives their config (``build(reuse=True)``), after checking their split
   digests against the manifests: sound because the change between the two codes is a refactor
-  of the preparation (the same bytes: ``tests/test_ledger.py``), and checked by building the
-  small caches again under the current code.
+  of the preparation (the same bytes: ``tests/test_ledger.py``), and checked once by building
+  all 12 reproducible committed caches again under the current code (the same content digests).
 
 CLI: ``python -m repro.data.ledger build --from-manifests results [--reuse]`` prepares every cache
 the committed manifests name (one at a time, building those missing; see ``build``), checks each
