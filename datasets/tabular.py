@@ -98,7 +98,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from repro.data.featuremap import ROLES
-from repro.data.prepare import raw_column
+from repro.data.prepare import normalised_digest, raw_column
 from repro.data.rawfiles import RawFileSource, Rejections, ratio_split, require_file, strict_failure
 from repro.data.source import RawField
 from repro.errors import ConfigError, DataError
@@ -227,7 +227,8 @@ class TabularSource(RawFileSource):
         base = super().fingerprint()
         if "bucket" not in self.cfg.transforms.values():
             return base
-        return hashlib.sha256((base + inspect.getsource(_bucketize())).encode()).hexdigest()[:16]
+        bucketize = normalised_digest(inspect.getsource(_bucketize()).encode(), "bucketize")  # comments do not count
+        return hashlib.sha256((base + bucketize).encode()).hexdigest()[:16]
 
     # -- files ----------------------------------------------------------------------------------
 

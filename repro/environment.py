@@ -20,8 +20,8 @@ PACKAGES = ("torch", "torch-geometric", "numpy", "pandas", "pyarrow", "hydra-cor
 # Libraries whose version can change a number computed on the same code and data: a run made
 # under other versions of these is stale. (The others are recorded, not compared.)
 NUMERIC_PACKAGES = ("torch", "numpy")
-# The harness core: everything `repro.run` imports, statically and transitively. The report, the
-# experiment driver and the CLI are not in it: editing them changes no number.
+# The harness core's entry: `repro.identity` identifies what `repro/run.py::_run` reaches. The
+# report, the experiment driver and the CLI are not in it: editing them changes no number.
 CORE_ENTRY = ROOT / "repro" / "run.py"
 _PROJECT_PACKAGES = ("repro", "baselines", "methods")
 
@@ -91,13 +91,23 @@ def _digest(files: list[Path]) -> tuple[str, dict[str, str]]:
 
 @lru_cache(maxsize=None)
 def code_identity(*entry_files: str) -> dict:
-    """What a run executes: the harness core plus its own plugin modules (model, embedding,
-    source) and what they import. ``fingerprint`` covers all of it, ``core`` the harness alone,
-    ``files`` each file's digest, so a stale run can say which file changed. A new method in
-    ``methods/``, the report or the CLI changes none of these."""
-    core_fp, _ = _digest(import_closure([CORE_ENTRY]))
-    fp, files = _digest(import_closure([CORE_ENTRY, *map(Path, entry_files)]))
-    return {"fingerprint": fp, "core": core_fp, "files": files}
+    """What a run executes: the definitions reachable from the harness core's computation
+    (``repro/run.py::_run``) plus its own plug-in modules (``entry_files``, whole: model and
+    embedding layer; a measurement's module) and what they import, by ``repro.identity``'s rules
+    (comments, docstrings and formatting dropped; bookkeeping such as ``staleness`` and the data
+    preparation, which the data identity covers, left out). ``fingerprint`` covers all of it,
+    ``core`` the harness alone, ``files`` each included file's digest of its included definitions
+    (so a stale run can say which file changed) and ``files_raw`` their raw-byte digests, for the
+    record. A new method in ``methods/``, the report or the CLI changes none of these."""
+    from repro import identity
+
+    read = identity.disk_reader(ROOT)
+    entry = CORE_ENTRY.resolve().relative_to(ROOT.resolve()).as_posix()
+    whole = tuple(sorted(Path(f).resolve().relative_to(ROOT.resolve()).as_posix() for f in entry_files))
+    core = identity.code_identity(entry, (), read)
+    full = identity.code_identity(entry, whole, read) if whole else core
+    return {"fingerprint": full["fingerprint"], "core": core["fingerprint"], "files": full["files"],
+            "files_raw": full["files_raw"]}
 
 
 def code_fingerprint() -> str:

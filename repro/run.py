@@ -12,12 +12,19 @@ complete metrics file.
 
 Staleness follows the inputs. A done run is reused exactly when every input that decides its
 numbers is unchanged (``manifest["inputs"]``, compared field by field, see ``staleness``):
-- the resolved config (``auto`` device resolved to the device it will run on);
-- the data: the source's fingerprint (its raw files, or the generator's config and code) and the
-  preparation config, i.e. the prepared cache's key, recomputed now, not only recorded;
-- the code it executes: the harness core plus its own model, embedding and source modules and
-  what they import (``repro.environment.code_identity``); an unrelated method, the report or the
-  CLI is not part of it;
+- the resolved config (``auto`` device resolved to the device it will run on), less what cannot
+  change a number (``progress``, ``keep_predictions``) or is scheduling (``threads``: kept in the
+  manifest's config, out of the hash and the folder's name);
+- the data: the content digest of the prepared cache (``repro.data.ledger``), found in the results'
+  data ledger by the cache's key (the source's fingerprint, the preparation config and code),
+  recomputed now, not only recorded; a key the ledger does not know makes the plan say "its cache
+  must be built to tell", and ``execute`` builds and records the cache before it decides (a
+  preparation refactor that builds the same bytes reruns nothing);
+- the code it executes: the definitions reachable from ``_run`` plus its own model and embedding
+  modules, with comments, docstrings and formatting dropped (``repro.identity``); bookkeeping
+  (``resolve``, ``inputs``, ``staleness``, ``execute``'s manifest writing), the data preparation
+  and the data source (both identified by the data input), an unrelated method, the report or the
+  CLI are not part of it;
 - the versions of the numeric libraries (torch, numpy).
 ``force`` reruns regardless. A stale run says why (which file, which input) before it reruns.
 
@@ -47,7 +54,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro.cascade import evaluate_cascade, evaluate_creatives
 from repro.data.dataset import PreparedDataset
-from repro.data.prepare import PrepareConfig, cache_key, prepare, raw_column, raw_hash
+from repro.data.prepare import PrepareConfig, prepare, raw_column, raw_hash
 from repro.environment import NUMERIC_PACKAGES, code_identity, git_state, gpu_memory, machine, package_versions
 from repro.errors import ConfigError, DataError
 from repro.embeddings import embedding_layers
@@ -103,6 +110,9 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     hashed = json.loads(json.dumps(config))
     hashed["train"].pop("progress")  # cosmetic: does not change a number
     hashed["train"].pop("keep_predictions")  # which outputs are kept, not what they are (`staleness` checks them)
+    # A scheduling input: kept in the manifest's config, but the same run on another thread count
+    # is the same run (its sums may differ in the last bits; `repro.reproduce` tells them apart).
+    hashed["train"].pop("threads")
     config_hash = stable_hash(hashed, 16)
     variant = stable_hash({k: v for k, v in hashed.items() if k != "seed"}, 8)
     experiment = str(plain.get("experiment_name", "adhoc"))
@@ -165,27 +175,40 @@ def _cache_root(config: dict) -> Path:
     return root if root.is_absolute() else ROOT / root
 
 
-def plugin_files(config: dict) -> tuple[str, ...]:
-    """The files of the run's own model, embedding layer and data source."""
-    entries = (MODELS.get(config["model"]["name"]), EMBEDDINGS.get(config["embedding"]["name"]),
-               SOURCES.get(config["data"]["name"]))
+def identity_files(config: dict) -> tuple[str, ...]:
+    """The plug-in files a run's code identity holds whole: its model's and its embedding layer's.
+    Not its data source's: the source acts only through the data preparation, whose output is the
+    run's data input (see ``inputs``), so its code is identified there (the cache key holds the
+    source's code digest, and the cache's content is what the run reads)."""
+    entries = (MODELS.get(config["model"]["name"]), EMBEDDINGS.get(config["embedding"]["name"]))
     return tuple(sorted({inspect.getsourcefile(e.factory) for e in entries}))
 
 
 def inputs(run: ResolvedRun) -> dict:
     """Every input that decides the run's numbers, as it stands now."""
+    from repro.data.ledger import data_identity
+
     config = run.config
     source = make_source(config)
     versions = package_versions()
     now = {
         "config_hash": run.config_hash,
-        "data": cache_key(source, PrepareConfig(min_count=config["data"]["min_count"])),
-        "code": code_identity(*plugin_files(config))["fingerprint"],
+        # The prepared cache's content digest, from the results' data ledger by the cache's key;
+        # None when the ledger does not know the key (new preparation code or config): `execute`
+        # builds the cache and records it before it decides.
+        "data": data_identity(source, PrepareConfig(min_count=config["data"]["min_count"]), ledger=ledger_path(run)),
+        "code": code_identity(*identity_files(config))["fingerprint"],
         "versions": {k: versions.get(k) for k in NUMERIC_PACKAGES},
     }
     if config["data"].get("teacher"):
         now["teacher"] = teacher_identity(run)
     return now
+
+
+def ledger_path(run: ResolvedRun) -> Path:
+    """The data ledger of the run's results folder (``<results>/data_ledger.json``): cache key ->
+    the content digest of the cache it builds (``repro.data.ledger``)."""
+    return run.run_dir.parents[3] / "data_ledger.json"
 
 
 def teacher_dir(run: ResolvedRun) -> Path | None:
@@ -245,10 +268,11 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
     if then.get("teacher") != now.get("teacher"):
         reasons.append(_teacher_reason(run, then.get("teacher"), now.get("teacher")))
     if then.get("data") != now["data"]:
-        reasons.append(f"the data changed (prepared-data key {then.get('data')} -> {now['data']})")
+        reasons.append("the data preparation changed: its cache must be built to tell" if now["data"] is None
+                       else f"the data changed (prepared-data content {then.get('data')} -> {now['data']})")
     if then.get("code") != now["code"]:
         old = manifest.get("code", {}).get("files", {})
-        new = code_identity(*plugin_files(run.config))["files"]
+        new = code_identity(*identity_files(run.config))["files"]
         changed = sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f))
         reasons.append(f"the code it executes changed ({', '.join(changed) or 'unknown files'})")
     for k, v in now["versions"].items():
@@ -288,6 +312,13 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
     """
     run = resolve(cfg)
     now = inputs(run)
+    if now["data"] is None:  # a cache the ledger does not know: build it, record its content, then decide
+        from repro.data.ledger import record
+
+        root = prepare(make_source(run.config), PrepareConfig(min_count=run.config["data"]["min_count"],
+                                                              cache_root=str(_cache_root(run.config))),
+                       verbose=run.config["train"]["progress"])
+        now["data"] = record(root, ledger=ledger_path(run))
     where = run.run_dir.relative_to(ROOT) if run.run_dir.is_relative_to(ROOT) else run.run_dir
     reasons = staleness(run, now=now) if not force else ["forced"]
     if not reasons:
@@ -312,7 +343,7 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
         "config_hash": run.config_hash,
         "inputs": now,
         "seed": run.config["seed"],
-        "code": {**git_state(), **code_identity(*plugin_files(run.config))},
+        "code": {**git_state(), **code_identity(*identity_files(run.config))},
         "packages": package_versions(),
         "machine": machine(),
         "started": previous["started"] if resuming else _now(),
@@ -320,6 +351,7 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
     }
     atomic_write_json(work / "manifest.json", manifest)
     try:
+        check_strict_data(run.config)
         metrics = _run(run, manifest, work)
         atomic_write_json(work / "metrics.json", pack_floats(metrics))  # replicates packed (repro.io)
         manifest.update(status="done", finished=_now())
@@ -343,6 +375,45 @@ def execute(cfg: DictConfig | dict, force: bool = False) -> dict:
             leftover.unlink()
         _replace_dir(work, _sibling(run.run_dir, ".failed"))
         raise
+
+
+def check_strict_data(config: dict) -> None:
+    """``data.strict: true`` holds on a cache hit too: raise ``DataError`` naming the first rejected
+    line when the prepared cache this run would read rejected any (its ``provenance.json``'s
+    ``rejected_rows``, the line numbers in its ``rejects.json``). A source whose fingerprint ignores
+    ``strict`` (Criteo's: it changes no row that is kept) shares one cache between strict and
+    lenient runs, so a strict run would otherwise train on a file with bad lines as if it were clean.
+    A bookkeeping check, called by ``execute`` before ``_run``: what it reads is the data input, so
+    it is no part of the code identity. Without ``strict: true`` it does nothing."""
+    if not config["data"].get("strict"):
+        return
+    from repro.data.prepare import REJECTS_FILE
+
+    root = prepare(make_source(config), PrepareConfig(min_count=config["data"]["min_count"],
+                                                      cache_root=str(_cache_root(config))), verbose=False)
+    provenance = load_json(root / "provenance.json") or {}
+    rejected = {s: n for s, n in (provenance.get("rejected_rows") or {}).items() if n}
+    if not rejected:
+        return
+    rejects = load_json(root / REJECTS_FILE) or {}
+    source = provenance.get("source_config") or config["data"]
+    order = [s for s in provenance.get("splits", []) if s in rejected] or sorted(rejected)
+    lines = {s: (rejects.get(s) or {}).get("first_malformed_line_numbers") or [] for s in order}
+    split = next((s for s in order if lines[s]), order[0])
+    if source.get("split") != "files" and any(lines.values()):  # one file: its first bad line, whatever split
+        split = min((min(v), s) for s, v in lines.items() if v)[1]
+    # The raw file a split's line numbers count in, as the source's config names it.
+    name = source.get(f"{split}_file") if source.get("split") == "files" else source.get("file")
+    where = str(Path(source["data_dir"]) / name) if name and source.get("data_dir") else (name or "its raw file")
+    total = sum(rejected.values())
+    if lines[split]:
+        first = f"{where}: line {min(lines[split])}: a malformed line (split {split})"
+    else:
+        first = (f"split {split}: {rejected[split]} row(s) with a missing or invalid label "
+                 f"(their line numbers are not recorded)")
+    raise DataError(f"data.strict=true, but the prepared cache {root} rejected {total} row(s) of the raw data; "
+                    f"the first: {first}. The cache was built by a lenient run (strict is not part of its "
+                    "key); fix the file, or set data.strict=false to train on the rows kept")
 
 
 def _sibling(path: Path, suffix: str) -> Path:

@@ -137,13 +137,19 @@ def test_prepare_counts_every_rejected_line_though_only_the_first_1000_are_kept(
     assert len(kept) == 1_500 and list(kept) == placed["empty_line"][:KEPT_LINE_NUMBERS]
 
 
-def test_a_reader_fingerprint_covers_the_shared_module(tmp_path, monkeypatch):
+def test_a_reader_fingerprint_covers_the_shared_module_s_code_not_its_comments(tmp_path, monkeypatch):
     (tmp_path / "train.txt").write_bytes(b"")
     src = SOURCES.build("criteo", {"data_dir": str(tmp_path)})
     before = src.fingerprint()
     import repro.data.rawfiles as rawfiles
     real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda p: real(p) + (b"#" if p.name == "rawfiles.py" else b""))
+
+    def rawfiles_ends_with(suffix: bytes) -> None:
+        monkeypatch.setattr(Path, "read_bytes", lambda p: real(p) + (suffix if p.name == "rawfiles.py" else b""))
+
+    rawfiles_ends_with(b"\n# a comment\n")
+    assert src.fingerprint() == before
+    rawfiles_ends_with(b"\nEDITED = 1\n")
     assert src.fingerprint() != before
     monkeypatch.undo()
     assert src.fingerprint() == before and rawfiles.__file__.endswith("rawfiles.py")

@@ -43,12 +43,20 @@ Cache layout (``<cache_root>/<source>-<key>/``): ``<split>.parquet`` per split,
 ``frequencies.npz``, ``provenance.json``, ``rejects.json`` when rows were rejected (per split: the
 counts and the first 1,000 malformed line numbers) and a ``DONE`` marker written last. The folder is built
 under a temporary name and renamed, so a killed preparation leaves nothing that looks finished.
+
+Cache key (``cache_key``, the folder's ``<key>``): the source's fingerprint, ``min_count``,
+``PREPARE_VERSION`` and the preparation code's normalised digest (``prepare_code_digest``: the
+files of ``PREPARE_CODE`` and the source's own file, each by ``code_digest``, which drops comments,
+docstrings and formatting), so a comment or docstring edit of the preparation reuses every cache,
+and any other edit builds new ones. A run's identity is not the key but the content of the cache
+the key builds (``repro.data.ledger``): a refactor that builds byte-identical caches stales no run.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import inspect
 import json
 import queue
 import shutil
@@ -57,6 +65,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
@@ -69,8 +78,10 @@ import pyarrow.parquet as pq
 from repro.data.featuremap import FeatureMap, FieldSpec
 from repro.data.source import RawField, Source, source_splits, truth_columns, unlabelled_splits
 from repro.errors import DataError
+from repro.identity import normalised_file_digest
 from repro.io import atomic_write_json, file_digest, stable_hash
 from repro.progress import progress
+from repro.registry import ROOT
 
 T = TypeVar("T")
 
@@ -85,6 +96,8 @@ MERGE_COUNTS_AT = 1 << 21  # pass 1 merges a field's per-chunk value counts past
 REJECTS_FILE = "rejects.json"  # per split: rejected counts and the first REJECTS_KEPT malformed line numbers
 REJECTS_KEPT = 1_000
 FIELD_THREADS = 2  # fields counted or encoded at once (pyarrow and numpy release the GIL): ~1.8x on 2 cores
+# The preparation's code, besides the source's own file: what decides a cache's bytes.
+PREPARE_CODE = ("repro/data/prepare.py", "repro/data/rawfiles.py", "repro/data/source.py", "repro/data/featuremap.py")
 
 
 @dataclass(frozen=True)
@@ -94,12 +107,47 @@ class PrepareConfig:
 
 
 def cache_key(source: Source, cfg: PrepareConfig) -> str:
-    return stable_hash({"source": source.fingerprint(), "min_count": cfg.min_count, "v": PREPARE_VERSION})
+    """The key of the cache ``prepare(source, cfg)`` builds (see the module docstring)."""
+    return stable_hash({"source": source.fingerprint(), "min_count": cfg.min_count, "v": PREPARE_VERSION,
+                        "code": prepare_code_digest(source)})
+
+
+def prepare_code_digest(source: Source) -> str:
+    """The normalised digest of the preparation code: ``PREPARE_CODE`` and the file that defines
+    ``source``'s class (``datasets/<name>.py``, or a plug-in's module), each named by its path in
+    the project (its file name outside it), so the digest is the same in every clone."""
+    try:
+        own = inspect.getsourcefile(type(source))
+    except TypeError:  # a class without a source file (built in, or made at run time): nothing to digest
+        own = None
+    named = {}
+    for path in [ROOT / rel for rel in PREPARE_CODE] + ([Path(own)] if own else []):
+        path = path.resolve()
+        named[path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name] = code_digest(path)
+    return stable_hash(named, 16)
+
+
+def code_digest(path: str | Path) -> str:
+    """The normalised digest of a Python file (``normalised_digest`` of its bytes)."""
+    return normalised_digest(Path(path).read_bytes(), str(path))
+
+
+@lru_cache(maxsize=256)
+def normalised_digest(code: bytes, name: str = "<code>") -> str:
+    """The normalised digest of Python source ``code``: its token stream with comments, docstrings
+    and formatting dropped (``repro.identity.normalised_file_digest``, the code identity's own
+    rule), so an edit that changes only those digests the same; ``name`` only names the code in an
+    error.
+
+    Cached by the bytes themselves: the plan asks for every run's key, and an edited file is
+    never served an old digest."""
+    return normalised_file_digest(name, code)
 
 
 def prepare(source: Source, cfg: PrepareConfig, verbose: bool = True) -> Path:
     """Build (or find) the prepared cache of ``source``; returns its folder."""
-    root = Path(cfg.cache_root) / f"{source.name}-{cache_key(source, cfg)}"
+    key = cache_key(source, cfg)
+    root = Path(cfg.cache_root) / f"{source.name}-{key}"
     if (root / "DONE").exists():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +155,7 @@ def prepare(source: Source, cfg: PrepareConfig, verbose: bool = True) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.partial-", dir=root.parent))
     (tmp / "truth").mkdir()
     try:
-        _build(source, cfg, tmp, verbose)
+        _build(source, cfg, tmp, verbose, key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -119,7 +167,7 @@ def prepare(source: Source, cfg: PrepareConfig, verbose: bool = True) -> Path:
     return root
 
 
-def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool) -> None:
+def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool, key: str) -> None:
     started = time.time()
 
     fields = source.fields()
@@ -150,6 +198,9 @@ def _build(source: Source, cfg: PrepareConfig, tmp: Path, verbose: bool) -> None
         "source_fingerprint": source.fingerprint(),
         "source_config": source.describe(),
         "prepare": {"min_count": cfg.min_count, "version": PREPARE_VERSION},
+        # The code's identity, for the record: repro.data.ledger's content digest leaves it out.
+        "cache_key": key,
+        "prepare_code": prepare_code_digest(source),
         "split_protocol": source.split_protocol,
         "splits": list(splits),  # in the source's order (the JSON file sorts the keys of "rows")
         "unlabelled_splits": list(unlabelled_splits(source)),

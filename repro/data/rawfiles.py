@@ -5,7 +5,8 @@ same few things besides its own parsing; they live here so that a new reader is 
 config and its card. The choices, once for all of them:
 
 - **Fingerprint** (``RawFileSource.fingerprint``): the code of the reader's module and of this
-  module (both decide the rows), the config less the keys the reader names in
+  module (both decide the rows; each by its normalised digest, ``repro.data.prepare.code_digest``,
+  so a comment or docstring edit keeps every cache), the config less the keys the reader names in
   ``fingerprint_ignores``, and per input file ``file_identity``: resolved path, size, modification
   time and a SHA-256 of ``IDENTITY_SAMPLES`` blocks of ``IDENTITY_BLOCK`` bytes (the first, the last
   and evenly spaced between). It reads at most 512 KiB per file, never the whole file, so an edit
@@ -44,6 +45,7 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from repro.data.prepare import code_digest
 from repro.errors import DataError
 
 IDENTITY_SAMPLES = 8  # blocks hashed per file for its fingerprint
@@ -96,7 +98,7 @@ class RawFileSource:
         h = hashlib.sha256()
         files = dict.fromkeys(inspect.getfile(c) for c in type(self).__mro__[:-1])  # the reader's, this one
         for file in files:
-            h.update(Path(file).read_bytes())
+            h.update(code_digest(file).encode())
         config = {k: v for k, v in self.describe().items() if k not in self.fingerprint_ignores}
         h.update(json.dumps(config, sort_keys=True, default=str).encode())
         for path in self.input_paths():
