@@ -117,7 +117,9 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     variant = stable_hash({k: v for k, v in hashed.items() if k != "seed"}, 8)
     experiment = str(plain.get("experiment_name", "adhoc"))
     label = str(plain.get("label") or model_name)
-    results_dir = Path(plain.get("results_dir", "local"))  # ad hoc: the git-ignored local store
+    # conf/config.yaml sends ad-hoc runs to the git-ignored local/; a dict config names its own folder.
+    # (This default stays "results": world_pcf's cache key still digests this function, see its fingerprint.)
+    results_dir = Path(plain.get("results_dir", "results"))
     if not results_dir.is_absolute():
         results_dir = ROOT / results_dir
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
