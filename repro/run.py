@@ -270,7 +270,7 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
     if then.get("teacher") != now.get("teacher"):
         reasons.append(_teacher_reason(run, then.get("teacher"), now.get("teacher")))
     if then.get("data") != now["data"]:
-        reasons.append("the data preparation changed: its cache must be built to tell" if now["data"] is None
+        reasons.append(_unknown_data_reason(run) if now["data"] is None
                        else f"the data changed (prepared-data content {then.get('data')} -> {now['data']})")
     if then.get("code") != now["code"]:
         old = manifest.get("code", {}).get("files", {})
@@ -281,6 +281,21 @@ def staleness(run: ResolvedRun, manifest: dict | None = None, now: dict | None =
         if then.get("versions", {}).get(k) != v:
             reasons.append(f"{k} {then.get('versions', {}).get(k)} -> {v}")
     return reasons
+
+
+def _unknown_data_reason(run: ResolvedRun) -> str:
+    """Why the data ledger has no content digest for the run's cache: the key is new (the
+    preparation's code or config changed), or its cache was found not to rebuild byte for byte."""
+    from repro.data.ledger import load_unreproduced
+    from repro.data.prepare import cache_key
+
+    key = cache_key(make_source(run.config), PrepareConfig(min_count=run.config["data"]["min_count"]))
+    entry = load_unreproduced(ledger_path(run)).get(key) if ledger_path(run).exists() else None
+    if entry:
+        return (f"its prepared cache does not rebuild byte for byte here (the data ledger lists key {key} as "
+                f"unreproduced: split digest {entry.get('rebuilt_split_digest')} rebuilt, "
+                f"{entry.get('manifest_split_digest')} trained on)")
+    return "the data preparation changed: its cache must be built to tell"
 
 
 def _teacher_reason(run: ResolvedRun, then: dict | None, now: dict | None) -> str:
