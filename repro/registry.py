@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -57,14 +58,14 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         load_plugins()
-        if name not in self._entries:
+        if not isinstance(name, str) or name not in self._entries:
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries)) or 'none'}")
         return self._entries[name]
 
     def config(self, name: str, block: Any = None) -> Any:
         """The entry's config dataclass filled from ``block``; unknown keys are an error."""
         entry = self.get(name)
-        values = _plain(block)
+        values = _plain(block, f"{self.kind} {name!r}")
         values.pop("name", None)
         known = {f.name for f in dataclasses.fields(entry.config)}
         unknown = sorted(set(values) - known)
@@ -72,23 +73,24 @@ class Registry:
             raise ConfigError(
                 f"{self.kind} {name!r}: unknown config key(s) {unknown}; known: {sorted(known)}"
             )
-        try:
-            merged = OmegaConf.merge(OmegaConf.structured(entry.config), values)
-        except Exception as e:  # omegaconf raises several types for a wrongly typed value
-            raise ConfigError(f"{self.kind} {name!r}: {e}") from e
-        return OmegaConf.to_object(merged)
+        try:  # omegaconf raises several types for a wrongly typed value or a broken interpolation
+            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(entry.config), values))
+        except Exception as e:
+            raise ConfigError(f"{self.kind} {name!r}: {' '.join(str(e).split())}") from e
 
     def build(self, name: str, block: Any = None, *args: Any, **kwargs: Any) -> Any:
         return self.get(name).factory(*args, self.config(name, block), **kwargs)
 
 
-def _plain(block: Any) -> dict:
+def _plain(block: Any, where: str = "a config block") -> dict:
     if block is None:
         return {}
     if isinstance(block, DictConfig):
         return OmegaConf.to_container(block, resolve=True)
-    if dataclasses.is_dataclass(block):
+    if dataclasses.is_dataclass(block) and not isinstance(block, type):
         return dataclasses.asdict(block)
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{where}: a config block must be a mapping of keys, got {type(block).__name__}")
     return dict(block)
 
 

@@ -79,12 +79,14 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     unknown = sorted(set(plain) - RUN_KEYS)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s) {unknown}; known: {sorted(RUN_KEYS)}")
-    data = dict(plain.get("data") or {})
+    _check_scalars(plain)
+    data = _block(plain, "data", {})
     prep = {k: data.pop(k) for k in DATA_PREP_KEYS if k in data}
+    _check_prep(prep)
     source_name = prep.get("name", "world")
     source_cfg = dataclasses.asdict(SOURCES.config(source_name, data))
-    model_block = dict(plain.get("model") or {})
-    emb_block = dict(plain.get("embedding") or {"name": "full"})
+    model_block = _block(plain, "model", {})
+    emb_block = _block(plain, "embedding", {"name": "full"})
     model_name, emb_name = model_block.get("name", "deepfm"), emb_block.get("name", "full")
     config = {
         # drop_roles: fields (by role) the model must not see, e.g. [position]; the data are the same.
@@ -116,7 +118,45 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     return ResolvedRun(config, experiment, label, run_dir, config_hash)
 
 
+def _block(plain: dict, key: str, default: dict) -> dict:
+    """The config block ``plain[key]`` as a dict (``default`` when absent or empty): a mapping, or a
+    ``ConfigError`` naming the block."""
+    block = plain.get(key)
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(f"{key}: a config block must be a mapping of keys, got {type(block).__name__} {block!r}")
+    return dict(block or default)
+
+
+def _check_scalars(plain: dict) -> None:
+    """The top-level values that are not blocks: ``seed`` an integer, the names strings (or
+    integers), the results folder a string, ``force`` a boolean (each when given)."""
+    seed = plain.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    for key, types in (("experiment_name", (str, int)), ("label", (str, int)), ("results_dir", str)):
+        if plain.get(key) is not None and (isinstance(plain[key], bool) or not isinstance(plain[key], types)):
+            raise ConfigError(f"{key} must be a string, got {plain[key]!r}")
+    if plain.get("force", False) not in (True, False):  # a bool, or 0/1 as `force=1` gives
+        raise ConfigError(f"force must be true or false, got {plain['force']!r}")
+
+
+def _check_prep(prep: dict) -> None:
+    """The preparation keys of ``data``: ``min_count`` a positive integer, ``drop_roles`` a list of
+    role names, ``cache_root`` and ``teacher`` strings (``name`` is the source registry's to check)."""
+    count = prep.get("min_count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"data: min_count must be a positive integer, got {count!r}")
+    roles = prep.get("drop_roles") or []
+    if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or not all(isinstance(r, str) for r in roles):
+        raise ConfigError(f"data: drop_roles must be a list of role names, got {roles!r}")
+    for key in ("cache_root", "teacher"):
+        if prep.get(key) is not None and not isinstance(prep[key], str):
+            raise ConfigError(f"data: {key} must be a string, got {prep[key]!r}")
+
+
 def _train_config(block: Any) -> TrainConfig:
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(f"train: a config block must be a mapping of keys, got {type(block).__name__} {block!r}")
     values = dict(block or {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
