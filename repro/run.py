@@ -129,29 +129,35 @@ def _block(plain: dict, key: str, default: dict) -> dict:
 
 def _check_scalars(plain: dict) -> None:
     """The top-level values that are not blocks: ``seed`` an integer, the names strings (or
-    integers), the results folder a string, ``force`` a boolean (each when given)."""
+    integers; a null label is the model's name), the results folder a string, ``force`` a boolean
+    (each when given)."""
     seed = plain.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     for key, types in (("experiment_name", (str, int)), ("label", (str, int)), ("results_dir", str)):
-        if plain.get(key) is not None and (isinstance(plain[key], bool) or not isinstance(plain[key], types)):
-            raise ConfigError(f"{key} must be a string, got {plain[key]!r}")
+        value = plain.get(key)
+        if value is None and key == "label":
+            continue  # no label: the model's name
+        if key in plain and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
     if plain.get("force", False) not in (True, False):  # a bool, or 0/1 as `force=1` gives
         raise ConfigError(f"force must be true or false, got {plain['force']!r}")
 
 
 def _check_prep(prep: dict) -> None:
     """The preparation keys of ``data``: ``min_count`` a positive integer, ``drop_roles`` a list of
-    role names, ``cache_root`` and ``teacher`` strings (``name`` is the source registry's to check)."""
+    role names, ``cache_root`` a string, ``teacher`` a string or null (``name`` is the source
+    registry's to check)."""
     count = prep.get("min_count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"data: min_count must be a positive integer, got {count!r}")
     roles = prep.get("drop_roles") or []
     if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or not all(isinstance(r, str) for r in roles):
         raise ConfigError(f"data: drop_roles must be a list of role names, got {roles!r}")
-    for key in ("cache_root", "teacher"):
-        if prep.get(key) is not None and not isinstance(prep[key], str):
-            raise ConfigError(f"data: {key} must be a string, got {prep[key]!r}")
+    if "cache_root" in prep and not isinstance(prep["cache_root"], str):
+        raise ConfigError(f"data: cache_root must be a string, got {prep['cache_root']!r}")
+    if prep.get("teacher") is not None and not isinstance(prep["teacher"], str):  # null: no teacher
+        raise ConfigError(f"data: teacher must be a string (a run's label), got {prep['teacher']!r}")
 
 
 def _train_config(block: Any) -> TrainConfig:
