@@ -92,8 +92,10 @@ def _blocks_are_the_file_cut_at_line_ends(body, block, first, cr, max_line, star
     assert [n for n, _ in got] == sorted(set(range(7, 7 + len(lines))) - set(long_lines))
     assert all(lines[n - 7] == text for n, text in got)
     assert set(short) <= {n for n, _ in got}
-    if cr:  # a CRLF is never cut in two: no block starts with the LF of the previous one's CR
-        assert all(not (a.data.endswith(b"\r") and b.data.startswith(b"\n")) for a, b in zip(blocks, blocks[1:]))
+    if cr:  # a CRLF is never cut in two: no block starts with the LF of the previous one's CR, where
+        # the two are adjacent (a long line skipped between them is no cut: found at 10,000 examples)
+        assert all(not (a.data.endswith(b"\r") and b.data.startswith(b"\n"))
+                   for a, b in zip(blocks, blocks[1:]) if b.first_line == a.first_line + a.lines)
     return long_lines
 
 
@@ -195,3 +197,18 @@ def _split_lines_cuts_at_lf_and_crlf_and_keeps_a_lone_cr(lines, crlf, terminated
     if lines and not terminated and lines[-1] == "":  # an empty unterminated last line is no line
         want = want[:-1]
     assert got == want
+
+
+def test_a_cr_before_a_skipped_long_line_is_no_cut_crlf(tmp_path):
+    """Found by `make fuzz`: a block ending in CR followed by one starting with LF is no CRLF cut in
+    two when a long line lay between them; the line numbers say so (8 -> 10, and 7 -> 9). The long
+    line is reported by the later block here, by the earlier one in the second file (after its data,
+    although ``LineBlock`` says "skipped before data's end")."""
+    path = tmp_path / "f"
+    path.write_bytes(b"\n" + b"\0" * 12 + b"\r" + b"\0" * 7 + b"\n" + b"\n")
+    blocks = list(line_blocks(path, 7, first_line=7, max_line=6, cr_ends_lines=True))
+    assert [(b.first_line, b.data, b.long_lines) for b in blocks] == [
+        (7, b"\n", []), (8, b"\0" * 12 + b"\r", []), (10, b"\n", [9])]
+    path.write_bytes(b"\n" + b"\0" * 6 + b"\r" + b"\0" * 7 + b"\n" + b"\n")
+    blocks = list(line_blocks(path, 11, start=3, first_line=7, first_block_size=1, max_line=6, cr_ends_lines=True))
+    assert [(b.first_line, b.data, b.long_lines) for b in blocks] == [(7, b"\0" * 4 + b"\r", [8]), (9, b"\n", [])]
