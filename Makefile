@@ -12,7 +12,7 @@ EXPERIMENTS ?= baselines embedding_compression embedding_compression_curve embed
 # Where `make reproduce-all` reruns: a local, git-ignored run store; results/ is the reference.
 LOCAL  := reproduced
 
-.PHONY: venv test preregister plan reproduce-all compare promote bench bench-check bench-baseline report readme-check clean-cache peers peers-rerun
+.PHONY: venv test fuzz preregister plan reproduce-all compare promote bench bench-check bench-baseline report readme-check clean-cache peers peers-rerun
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,19 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The property-based tests (marked `fuzz`: the readers', their shared line plumbing's and the config
+# loaders') at FUZZ_EXAMPLES examples each, generated at random from FUZZ_SEED (drawn and printed
+# here; `make fuzz FUZZ_SEED=N` replays a run). Not part of `make test`, which runs the same tests at
+# their bounded counts. Ends with a "fuzz report": per test, the examples tried, the outcomes and
+# the reader's rejected lines by kind (tests/conftest.py: fuzz_settings, fuzz_ledger).
+FUZZ_EXAMPLES ?= 10000
+ifndef FUZZ_SEED
+FUZZ_SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+fuzz: $(STAMP)
+	@echo "make fuzz: $(FUZZ_EXAMPLES) examples per test, hypothesis seed $(FUZZ_SEED) (replay: make fuzz FUZZ_SEED=$(FUZZ_SEED))"
+	ADREPRO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -m fuzz --hypothesis-seed=$(FUZZ_SEED) tests
 
 # Reruns every experiment on this machine into $(LOCAL)/ (cached there: a second call reruns
 # nothing), builds its tables and plots there, then compares every cell with the committed

@@ -277,7 +277,7 @@ def _parse_condition(where: str, cid: str, j: int, c: Any, known_rows: set[str] 
     missing = sorted(CONDITION_KEYS - set(c))
     if missing:
         raise ConfigError(f"{where}: {name} lacks key(s) {missing}")
-    if metric_spec(c["metric"]) is None:
+    if not isinstance(c["metric"], str) or metric_spec(c["metric"]) is None:
         raise ConfigError(f"{where}: {name}: unknown metric {c['metric']!r}; known: {sorted(METRICS)} "
                           f"and '{SPLIT_AUC_PREFIX}<test split>'")
     if c["stat"] not in STATS:

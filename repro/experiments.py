@@ -65,12 +65,19 @@ def load_experiment(name: str) -> dict:
     _check_keys(path, "the experiment", spec, EXPERIMENT_KEYS)
     if not spec.get("runs"):
         raise ConfigError(f"{path}: lists no runs")
+    _check_list(path, "runs", spec["runs"])
+    _check_overrides_and_seeds(path, "the experiment", spec)
     for i, run in enumerate(spec["runs"]):
         _check_keys(path, f"runs[{i}]", run, RUN_ENTRY_KEYS)
         if "label" not in run:
             raise ConfigError(f"{path}: runs[{i}] has no label")
+        if not isinstance(run["label"], str) or not run["label"]:
+            raise ConfigError(f"{path}: runs[{i}]: label must be a non-empty string, got {run['label']!r}")
+        _check_overrides_and_seeds(path, f"runs[{i}]", run)
     _check_keys(path, "report", spec.get("report") or {}, REPORT_KEYS)
-    for i, m in enumerate(spec.get("measurements") or []):
+    measurements = spec.get("measurements") or []
+    _check_list(path, "measurements", measurements)
+    for i, m in enumerate(measurements):
         from repro.measurements import MEASUREMENT_KEYS
 
         if not isinstance(m, dict) or "name" not in m:
@@ -80,10 +87,28 @@ def load_experiment(name: str) -> dict:
     return spec
 
 
-def _check_keys(path: Path, where: str, block: dict, known: set[str]) -> None:
-    unknown = sorted(set(block) - known)
+def _check_keys(path: Path, where: str, block: Any, known: set[str]) -> None:
+    """``block`` is a mapping whose keys are all ``known``, else a ``ConfigError`` naming them."""
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: {where} must be a mapping of keys, got {type(block).__name__} {block!r}")
+    unknown = sorted((k for k in block if k not in known), key=repr)
     if unknown:
         raise ConfigError(f"{path}: {where} has unknown key(s) {unknown}; known: {sorted(known)}")
+
+
+def _check_list(path: Path, where: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: {where} must be a list, got {type(value).__name__} {value!r}")
+
+
+def _check_overrides_and_seeds(path: Path, where: str, block: dict) -> None:
+    """``overrides`` a list of Hydra override strings, ``seeds`` a list of integers (when given)."""
+    overrides = block.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"{path}: {where}: overrides must be a list of strings, got {overrides!r}")
+    seeds = block.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{path}: {where}: seeds must be a non-empty list of integers, got {seeds!r}")
 
 
 def experiment_tag(spec: dict, extra: list[str] = ()) -> str:

@@ -86,13 +86,20 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     unknown = sorted(set(plain) - RUN_KEYS)
     if unknown:
         raise ConfigError(f"unknown top-level config key(s) {unknown}; known: {sorted(RUN_KEYS)}")
-    data = dict(plain.get("data") or {})
+    _check_scalars(plain)
+    data = _block(plain, "data", {})
     prep = {k: data.pop(k) for k in DATA_PREP_KEYS if k in data}
+    _check_prep(prep)
     source_name = prep.get("name", "world")
-    source_cfg = dataclasses.asdict(SOURCES.config(source_name, data))
-    model_block = dict(plain.get("model") or {})
-    emb_block = dict(plain.get("embedding") or {"name": "full"})
+    if not isinstance(source_name, str):  # checked here: the registry's lookup is part of every run's identity
+        raise ConfigError(f"data.name must be a registered source's name, got {source_name!r}")
+    source_cfg = dataclasses.asdict(_checked_config(SOURCES, source_name, data))
+    model_block = _block(plain, "model", {})
+    emb_block = _block(plain, "embedding", {"name": "full"})
     model_name, emb_name = model_block.get("name", "deepfm"), emb_block.get("name", "full")
+    for what, name in (("model", model_name), ("embedding", emb_name)):
+        if not isinstance(name, str):
+            raise ConfigError(f"{what}.name must be a registered {what}'s name, got {name!r}")
     config = {
         # drop_roles: fields (by role) the model must not see, e.g. [position]; the data are the same.
         # teacher: the label of a run of the same experiment (same seed and results folder) whose
@@ -100,8 +107,8 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
         "data": {"name": source_name, "min_count": prep.get("min_count", 1),
                  "drop_roles": sorted(prep.get("drop_roles") or []), "teacher": str(prep.get("teacher") or ""),
                  **source_cfg},
-        "model": {"name": model_name, **dataclasses.asdict(MODELS.config(model_name, model_block))},
-        "embedding": {"name": emb_name, **dataclasses.asdict(EMBEDDINGS.config(emb_name, emb_block))},
+        "model": {"name": model_name, **dataclasses.asdict(_checked_config(MODELS, model_name, model_block))},
+        "embedding": {"name": emb_name, **dataclasses.asdict(_checked_config(EMBEDDINGS, emb_name, emb_block))},
         "train": dataclasses.asdict(_train_config(plain.get("train"))),
         "seed": int(plain.get("seed", 0)),
     }
@@ -128,7 +135,63 @@ def resolve(cfg: DictConfig | dict) -> ResolvedRun:
     return ResolvedRun(config, experiment, label, run_dir, config_hash)
 
 
+def _checked_config(registry, name: str, block: dict):
+    """``registry.config`` with every failure a ``ConfigError`` (omegaconf raises its own types
+    for a broken interpolation). Caught here, not in the registry: the registry's lookup is part of
+    every run's code identity, this bookkeeping is not."""
+    try:
+        return registry.config(name, block)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"{registry.kind} {name!r}: {' '.join(str(e).split())}") from e
+
+
+def _block(plain: dict, key: str, default: dict) -> dict:
+    """The config block ``plain[key]`` as a dict (``default`` when absent or empty): a mapping, or a
+    ``ConfigError`` naming the block."""
+    block = plain.get(key)
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(f"{key}: a config block must be a mapping of keys, got {type(block).__name__} {block!r}")
+    return dict(block or default)
+
+
+def _check_scalars(plain: dict) -> None:
+    """The top-level values that are not blocks: ``seed`` an integer, the names strings (or
+    integers; a null label is the model's name), the results folder a string, ``force`` a boolean
+    (each when given)."""
+    seed = plain.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    for key, types in (("experiment_name", (str, int)), ("label", (str, int)), ("results_dir", str)):
+        value = plain.get(key)
+        if value is None and key == "label":
+            continue  # no label: the model's name
+        if key in plain and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+    if plain.get("force", False) not in (True, False):  # a bool, or 0/1 as `force=1` gives
+        raise ConfigError(f"force must be true or false, got {plain['force']!r}")
+
+
+def _check_prep(prep: dict) -> None:
+    """The preparation keys of ``data``: ``min_count`` a positive integer, ``drop_roles`` a list of
+    role names, ``cache_root`` a string, ``teacher`` a string or null (``name`` is the source
+    registry's to check)."""
+    count = prep.get("min_count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"data: min_count must be a positive integer, got {count!r}")
+    roles = prep.get("drop_roles") or []
+    if isinstance(roles, str) or not isinstance(roles, (list, tuple)) or not all(isinstance(r, str) for r in roles):
+        raise ConfigError(f"data: drop_roles must be a list of role names, got {roles!r}")
+    if "cache_root" in prep and not isinstance(prep["cache_root"], str):
+        raise ConfigError(f"data: cache_root must be a string, got {prep['cache_root']!r}")
+    if prep.get("teacher") is not None and not isinstance(prep["teacher"], str):  # null: no teacher
+        raise ConfigError(f"data: teacher must be a string (a run's label), got {prep['teacher']!r}")
+
+
 def _train_config(block: Any) -> TrainConfig:
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(f"train: a config block must be a mapping of keys, got {type(block).__name__} {block!r}")
     values = dict(block or {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)

@@ -19,6 +19,7 @@ from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
 from repro.errors import ConfigError, DataError
 from repro.registry import ROOT, SOURCES, load_plugins
+from tests.conftest import fuzz_examples, fuzz_settings
 
 load_plugins()
 avazu = sys.modules["adrepro_datasets.avazu"]
@@ -308,17 +309,23 @@ def _records(content: bytes) -> int:
     return len(parts)
 
 
-def test_fuzzed_files_give_rows_and_counted_rejections_or_a_clear_error(tmp_path):
-    outcomes: Counter = Counter()
-    errors: Counter = Counter()
+@pytest.mark.fuzz
+def test_fuzzed_files_give_rows_and_counted_rejections_or_a_clear_error(tmp_path, fuzz_ledger):
+    """100 derandomised examples in ``make test``, ``make fuzz``'s count (random) there."""
+    ledger = fuzz_ledger("avazu")
+    outcomes, errors = ledger.outcomes, ledger.errors
 
-    @settings(max_examples=100, deadline=None, database=None, derandomize=True)
+    @settings(fuzz_settings(100, database=None, derandomize=True))
     @given(header=_header, body=st.lists(st.tuples(_line, st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"])),
                                          min_size=5, max_size=80),
            cut_end=st.booleans(), mode=st.sampled_from(["files", "x4"]),
            strict=st.integers(0, 3).map(lambda i: i == 3),
            block=st.sampled_from([0.0003, 0.002, 1.0]))
     def run(header, body, cut_end, mode, strict, block):
+        with ledger.example():
+            _run(header, body, cut_end, mode, strict, block)
+
+    def _run(header, body, cut_end, mode, strict, block):
         d = Path(tempfile.mkdtemp(dir=tmp_path))
         content = header + b"\n" + b"".join(line + end for line, end in body)
         if cut_end and body:
@@ -341,17 +348,28 @@ def test_fuzzed_files_give_rows_and_counted_rejections_or_a_clear_error(tmp_path
         outcomes["rows, some rejected" if rejected else "rows"] += 1
 
     run()
-    print(f"avazu fuzz: {sum(outcomes.values())} examples: {dict(outcomes)}; errors: {dict(errors)}")
-    assert sum(outcomes.values()) >= 100
+    assert sum(outcomes.values()) == ledger.examples >= fuzz_examples(100)
     assert outcomes["rows"] + outcomes["rows, some rejected"] >= 20  # the success path was exercised
 
 
-@settings(max_examples=60, deadline=None, database=None, derandomize=True)
-@given(lines=st.lists(st.one_of(st.sampled_from(_GOOD),
-                                st.text(alphabet=",01\t\"ab\u00e9\r", max_size=30).map(str.encode)), max_size=30),
-       ends=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=30, max_size=30))
-def test_careful_path_agrees_with_the_fast_path(lines, ends):
-    block = b"".join(line + end for line, end in zip(lines, ends))
-    fast, n_fast = avazu.parse_block(block, list(avazu.COLUMNS), 2, careful=False)
-    slow, n_slow = avazu.parse_block(block, list(avazu.COLUMNS), 2, careful=True)
-    assert n_fast == n_slow and fast.bad == slow.bad and fast.table.equals(slow.table)
+@pytest.mark.fuzz
+def test_careful_path_agrees_with_the_fast_path(fuzz_ledger):
+    """60 derandomised examples in ``make test``, ``make fuzz``'s count (random) there."""
+    ledger = fuzz_ledger("avazu careful vs fast path")
+
+    @settings(fuzz_settings(60, database=None, derandomize=True))
+    @given(lines=st.lists(st.one_of(st.sampled_from(_GOOD),
+                                    st.text(alphabet=",01\t\"ab\u00e9\r", max_size=30).map(str.encode)), max_size=30),
+           ends=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=30, max_size=30))
+    def check(lines, ends):
+        with ledger.example():
+            block = b"".join(line + end for line, end in zip(lines, ends))
+            fast, n_fast = avazu.parse_block(block, list(avazu.COLUMNS), 2, careful=False)
+            slow, n_slow = avazu.parse_block(block, list(avazu.COLUMNS), 2, careful=True)
+            assert n_fast == n_slow and fast.bad == slow.bad and fast.table.equals(slow.table)
+            for b in fast.bad:
+                ledger.count(b.kind)
+            ledger.outcomes["some lines rejected" if fast.bad else "no line rejected"] += 1
+
+    check()
+    assert ledger.examples == fuzz_examples(60)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from repro.data.prepare import PrepareConfig, prepare, raw_column, raw_hash
 from repro.errors import ConfigError, DataError
 from repro.registry import SOURCES, load_plugins
-from tests.conftest import assert_fingerprint_follows_edits
+from tests.conftest import assert_fingerprint_follows_edits, fuzz_examples, fuzz_settings
 
 load_plugins()
 criteo = sys.modules["adrepro_datasets.criteo"]  # datasets/ is loaded by path, never imported
@@ -383,14 +383,20 @@ def _lines(draw):
     return draw(st.binary(max_size=80))
 
 
-def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property):
-    tried, outcomes = [], Counter()
+@pytest.mark.fuzz
+def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property, fuzz_ledger):
+    """100 random examples in ``make test`` (not derandomised, as before), ``make fuzz``'s count there."""
+    ledger = fuzz_ledger("criteo")
+    outcomes = ledger.outcomes
 
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(fuzz_settings(100, suppress_health_check=list(HealthCheck), database=None))
     @given(lines=st.lists(_lines(), max_size=40), crlf=st.booleans(), final=st.booleans(),
            split=st.sampled_from(["x4", "files"]))
     def check(lines, crlf, final, split):
-        tried.append(1)
+        with ledger.example():
+            _check(lines, crlf, final, split)
+
+    def _check(lines, crlf, final, split):
         data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if final and lines else b"")
         if data:  # the careful path (line by line) decides exactly as the fast path (pyarrow) does
             parser = criteo._BlockParser(criteo._Layout("raw", "\t", criteo.COLUMNS, 0), threads=False)
@@ -420,9 +426,9 @@ def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property
         outcomes["rows and rejections"] += 1
 
     check()
-    print(f"\nfuzzed the criteo reader with {len(tried)} examples: {dict(outcomes)}")
-    record_property("hypothesis_examples", len(tried))
-    assert len(tried) >= 50 and outcomes["rows and rejections"] > 0
+    record_property("hypothesis_examples", ledger.examples)
+    assert ledger.examples >= fuzz_examples(100) // 2 and outcomes["rows and rejections"] > 0
+    assert ledger.lines["fields"] > 0  # a dropped field is the generator's commonest damage
 
 
 @pytest.mark.parametrize("preset", ["criteo", "criteo_x4_002", "criteo_x1"])

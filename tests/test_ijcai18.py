@@ -10,7 +10,6 @@ import math
 import re
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
 from repro.errors import ConfigError, DataError
 from repro.registry import MODELS, ROOT, SOURCES, load_plugins
-from tests.conftest import assert_fingerprint_follows_edits
+from tests.conftest import assert_fingerprint_follows_edits, fuzz_examples, fuzz_settings
 
 load_plugins()
 ij = sys.modules["adrepro_datasets.ijcai18"]
@@ -353,17 +352,22 @@ _line = st.one_of(
 _header = st.sampled_from([HEADER + b"\n"] * 7 + [HEADER + b"\r\n", HEADER[:-1] + b"\n", b""])  # mostly right
 
 
-def test_fuzzed_files_give_rows_and_counted_rejections_or_a_clear_error(tmp_path):
-    outcomes: Counter = Counter()
-    errors: Counter = Counter()
+@pytest.mark.fuzz
+def test_fuzzed_files_give_rows_and_counted_rejections_or_a_clear_error(tmp_path, fuzz_ledger):
+    """100 derandomised examples in ``make test``, ``make fuzz``'s count (random) there."""
+    ledger = fuzz_ledger("ijcai18")
+    outcomes, errors = ledger.outcomes, ledger.errors
 
-    @settings(max_examples=100, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(fuzz_settings(100, database=None, derandomize=True, suppress_health_check=list(HealthCheck)))
     @given(header=_header, body=st.lists(st.tuples(_line, st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"])),
                                          min_size=8, max_size=40),
            cut_end=st.booleans(), split=st.sampled_from(["day", "random"]),
            strict=st.integers(0, 4).map(lambda i: i == 4))
     def run(header, body, cut_end, split, strict):
+        with ledger.example():
+            _run(header, body, cut_end, split, strict)
+
+    def _run(header, body, cut_end, split, strict):
         data = b"".join(line + end for line, end in body)
         if cut_end and body:
             data = data[: -len(body[-1][1])]
@@ -390,5 +394,5 @@ def test_fuzzed_files_give_rows_and_counted_rejections_or_a_clear_error(tmp_path
         outcomes["rows, some rejected" if bad else "rows"] += 1
 
     run()
-    print(f"ijcai18 fuzz: {dict(outcomes)}; errors: {dict(errors)}")
-    assert sum(outcomes.values()) == 100 and outcomes["rows"] + outcomes["rows, some rejected"] >= 20
+    assert sum(outcomes.values()) == ledger.examples == fuzz_examples(100)
+    assert outcomes["rows"] + outcomes["rows, some rejected"] >= 20

@@ -9,7 +9,6 @@ import re
 import shutil
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
 from repro.errors import ConfigError, DataError
 from repro.registry import SOURCES, load_plugins
-from tests.conftest import assert_fingerprint_follows_edits
+from tests.conftest import assert_fingerprint_follows_edits, fuzz_examples, fuzz_settings
 
 load_plugins()
 kdd12 = sys.modules["adrepro_datasets.kdd12"]  # datasets/ is loaded by path, never imported
@@ -380,13 +379,19 @@ def _lines(draw) -> bytes:
     return draw(st.binary(max_size=60))
 
 
-def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property):
-    tried, outcomes = [], Counter()
+@pytest.mark.fuzz
+def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property, fuzz_ledger):
+    """100 random examples in ``make test`` (not derandomised, as before), ``make fuzz``'s count there."""
+    ledger = fuzz_ledger("kdd12")
+    outcomes = ledger.outcomes
 
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(fuzz_settings(100, suppress_health_check=list(HealthCheck), database=None))
     @given(lines=st.lists(_lines(), max_size=30), crlf=st.booleans(), final=st.booleans(), seed=st.integers(0, 3))
     def check(lines, crlf, final, seed):
-        tried.append(1)
+        with ledger.example():
+            _check(lines, crlf, final, seed)
+
+    def _check(lines, crlf, final, seed):
         data = (b"\r\n" if crlf else b"\n").join(lines) + (b"\n" if final and lines else b"")
         # The vectorised checks and the line-by-line twin give every line the same verdict.
         raw = data.split(b"\n")
@@ -415,9 +420,9 @@ def test_fuzzed_input_gives_rows_and_rejections_or_a_clear_error(record_property
         outcomes["rows and rejections"] += 1
 
     check()
-    print(f"\nfuzzed the kdd12 reader with {len(tried)} examples: {dict(outcomes)}")
-    record_property("hypothesis_examples", len(tried))
-    assert len(tried) == 100 and outcomes["rows and rejections"] > 0 and outcomes["clear error"] > 0
+    record_property("hypothesis_examples", ledger.examples)
+    assert ledger.examples == fuzz_examples(100) and outcomes["rows and rejections"] > 0 and outcomes["clear error"] > 0
+    assert ledger.lines["fields"] > 0  # a dropped field is the generator's commonest damage
 
 
 def test_conf_preset_resolves():

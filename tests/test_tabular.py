@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from repro.data.prepare import PrepareConfig, prepare
 from repro.data.rawfiles import ratio_split
 from repro.errors import ConfigError, DataError
 from repro.registry import ROOT, SOURCES, load_plugins
+from tests.conftest import fuzz_examples, fuzz_settings
 
 load_plugins()
 tabular = sys.modules["adrepro_datasets.tabular"]  # datasets/ is loaded by path, never imported
@@ -433,14 +433,21 @@ def _line(draw, width: int) -> bytes:
     return draw(st.binary(max_size=40))
 
 
-def test_fuzzed_bytes_and_schemas_give_rows_and_rejections_or_a_clear_error(record_property):
-    tried, outcomes, errors = [], Counter(), Counter()
+@pytest.mark.fuzz
+def test_fuzzed_bytes_and_schemas_give_rows_and_rejections_or_a_clear_error(record_property, fuzz_ledger):
+    """100 random examples in ``make test`` (not derandomised, as before), ``make fuzz``'s count there.
+    ``outcomes`` also sums the rows and rejected lines of the one pass over each file."""
+    ledger = fuzz_ledger("tabular")
+    outcomes, errors = ledger.outcomes, ledger.errors
 
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(fuzz_settings(100, suppress_health_check=list(HealthCheck), database=None))
     @given(schema=_schema(), data=st.data(), header=st.booleans(), quoting=st.booleans(), crlf=st.booleans(),
            final=st.booleans(), split=st.sampled_from(["files", "ratio"]))
     def check(schema, data, header, quoting, crlf, final, split):
-        tried.append(1)
+        with ledger.example():
+            _check(schema, data, header, quoting, crlf, final, split)
+
+    def _check(schema, data, header, quoting, crlf, final, split):
         names, cfg = schema
         body = data.draw(st.lists(_line(len(names)), min_size=1, max_size=30))  # an empty file: tested above
         end = b"\r\n" if crlf else b"\n"
@@ -483,7 +490,6 @@ def test_fuzzed_bytes_and_schemas_give_rows_and_rejections_or_a_clear_error(reco
         outcomes["rejected lines"] += len(once_rejected["train"])
 
     check()
-    print(f"\nfuzzed the tabular reader with {len(tried)} examples: {dict(outcomes)}; data errors: {dict(errors)}")
-    record_property("hypothesis_examples", len(tried))
-    assert len(tried) >= 50 and outcomes["rows and rejections"] > 0
+    record_property("hypothesis_examples", ledger.examples)
+    assert ledger.examples >= fuzz_examples(100) // 2 and outcomes["rows and rejections"] > 0
     assert outcomes["rows"] > 0 and outcomes["rejected lines"] > 0 and outcomes["config error"] > 0

@@ -2,7 +2,6 @@
 
 import re
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from repro.data.dataset import PreparedDataset
 from repro.data.prepare import PrepareConfig, prepare
 from repro.errors import ConfigError, DataError
 from repro.registry import SOURCES
-from tests.conftest import assert_fingerprint_follows_edits
+from tests.conftest import assert_fingerprint_follows_edits, fuzz_examples, fuzz_settings
 
 SAMPLE_HEADER = b"user,time_stamp,adgroup_id,pid,nonclk,clk\n"
 AD_HEADER = b"adgroup_id,cate_id,campaign_id,customer,brand,price\n"
@@ -212,14 +211,20 @@ def _lines(draw):
     return draw(st.binary(max_size=40))
 
 
-def test_fuzzed_raw_sample_gives_rows_and_rejections_or_a_clear_error(record_property):
-    tried, outcomes = [], Counter()
+@pytest.mark.fuzz
+def test_fuzzed_raw_sample_gives_rows_and_rejections_or_a_clear_error(record_property, fuzz_ledger):
+    """100 random examples in ``make test`` (not derandomised, as before), ``make fuzz``'s count there."""
+    ledger = fuzz_ledger("taobao_raw")
+    outcomes = ledger.outcomes
 
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(fuzz_settings(100, suppress_health_check=list(HealthCheck), database=None))
     @given(lines=st.lists(_lines(), max_size=30), header=st.sampled_from([True, True, True, False]),
            crlf=st.booleans(), final=st.booleans())
     def check(lines, header, crlf, final):
-        tried.append(1)
+        with ledger.example():
+            _check(lines, header, crlf, final)
+
+    def _check(lines, header, crlf, final):
         end = b"\r\n" if crlf else b"\n"
         data = (SAMPLE_HEADER.replace(b"\n", end) if header else b"") + end.join(lines) + (end if final else b"")
         with tempfile.TemporaryDirectory() as tmp:
@@ -241,6 +246,5 @@ def test_fuzzed_raw_sample_gives_rows_and_rejections_or_a_clear_error(record_pro
         outcomes["rows and rejections"] += 1
 
     check()
-    print(f"\nfuzzed the taobao_raw reader with {len(tried)} examples: {dict(outcomes)}")
-    record_property("hypothesis_examples", len(tried))
-    assert len(tried) >= 50 and outcomes["rows and rejections"] > 0
+    record_property("hypothesis_examples", ledger.examples)
+    assert ledger.examples >= fuzz_examples(100) // 2 and outcomes["rows and rejections"] > 0
