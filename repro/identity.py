@@ -543,6 +543,14 @@ def reachable_units(entry: str, whole_files: tuple[str, ...], read: Reader,
     return units
 
 
+def files_identity(files: tuple[str, ...], read: Reader) -> str:
+    """The identity of the code that ``files`` (whole) and what they reach define, with no harness
+    root: for a data source that runs project code while it prepares (world_pcf's pre-training),
+    so that its cache key follows that code and not the harness's bookkeeping, which cannot change
+    a feature (the code identity of ``repro/environment.py`` reaches ``run.resolve`` by name)."""
+    return stable_hash(reachable_units(files[0], tuple(sorted(files)), read, roots=()), 16)
+
+
 def code_identity(entry: str, whole_files: tuple[str, ...], read: Reader) -> dict:
     """``fingerprint`` (the identity), ``files`` (each included file's digest of its included
     units), ``files_raw`` (their raw-byte digests, for the record) and ``units`` (per file, the

@@ -44,6 +44,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
@@ -60,7 +61,6 @@ from methods.model_deepening.pcf_gnn import (
     relation_name,
 )
 from repro.data.source import RawField
-from repro.environment import code_identity
 from repro.errors import ConfigError
 from repro.io import stable_hash
 from repro.registry import ROOT, register_source
@@ -243,9 +243,14 @@ class WorldWithCrossFeatures:
         return [*self.world.fields(), *(RawField(c, "dense") for c in self.feature_columns())]
 
     def fingerprint(self) -> str:
-        # This file and everything it imports (the world, the GNN, the layers): a change to any
-        # of them rebuilds the prepared data, hence the pre-training.
-        return stable_hash({"config": dataclasses.asdict(self.cfg), "code": code_identity(__file__, str(WORLD_FILE))["fingerprint"]})
+        # This file, the world's and what they reach (the GNN, the layers), comments and docstrings
+        # dropped: a change to any of them rebuilds the prepared data, hence the pre-training. Not
+        # the harness's code identity, whose bookkeeping (run.resolve, say) cannot change a feature.
+        from repro import identity
+
+        files = tuple(str(p.resolve().relative_to(ROOT.resolve())) for p in (Path(__file__), WORLD_FILE))
+        return stable_hash({"config": dataclasses.asdict(self.cfg),
+                            "code": identity.files_identity(files, identity.disk_reader(ROOT))})
 
     def describe(self) -> dict:
         return {**self.world.describe(), **{k: v for k, v in dataclasses.asdict(self.cfg).items()
