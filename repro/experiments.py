@@ -118,8 +118,9 @@ def experiment_tag(spec: dict, extra: list[str] = ()) -> str:
 
 
 def run_overrides(spec: dict, run: dict, seed: int, extra: list[str] = (), results_dir: str | None = None) -> list[str]:
-    where = [f"results_dir={results_dir or 'results'}"]  # experiments default to the committed reference
-    return [*spec.get("overrides", []), *run.get("overrides", []), *extra, *where,
+    where = [f"results_dir={results_dir}"] if results_dir else []
+    # experiments default to the committed reference (the config's own default is the local store)
+    return ["results_dir=results", *spec.get("overrides", []), *run.get("overrides", []), *extra, *where,
             f"seed={seed}", f"experiment_name={experiment_tag(spec, extra)}", f"label='{run['label']}'"]
 
 

@@ -83,7 +83,7 @@ def test_pfd_distils_a_teacher_that_saw_the_position(run_config):
     plain["label"] = "teacher"
     assert resolve(plain).config_hash == resolve(teacher).config_hash
     (where / PREDICTIONS / "train.npy").rename(where / "aside.npy")
-    assert staleness(resolve(teacher)) == ["its predictions on train were not kept"]
+    assert staleness(resolve(teacher)) == ["its predictions on train are not here (git-ignored; rerunning it rebuilds them)"]
     (where / "aside.npy").rename(where / PREDICTIONS / "train.npy")
     assert staleness(resolve(teacher)) == []
 
