@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -11,82 +10,38 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from repro.errors import ReproError
 from repro.io import stable_hash
 from repro.registry import ROOT
 
 PACKAGES = ("torch", "torch-geometric", "numpy", "pandas", "pyarrow", "hydra-core", "omegaconf",
-            "scikit-learn", "matplotlib", "nvidia-ml-py", "pytest-benchmark")
+            "scikit-learn", "scipy", "matplotlib", "nvidia-ml-py", "pytest-benchmark",
+            "torchrec", "fbgemm-gpu-cpu")  # TorchRec's engine decides hpc_torchrec's speeds
 # Libraries whose version can change a number computed on the same code and data: a run made
 # under other versions of these is stale. (The others are recorded, not compared.)
 NUMERIC_PACKAGES = ("torch", "numpy")
 # The harness core's entry: `repro.identity` identifies what `repro/run.py::_run` reaches. The
 # report, the experiment driver and the CLI are not in it: editing them changes no number.
 CORE_ENTRY = ROOT / "repro" / "run.py"
-_PROJECT_PACKAGES = ("repro", "baselines", "methods")
-
-
-def _module_file(module: str) -> Path | None:
-    """The project file of a dotted module name, or None for a third-party module."""
-    parts = module.split(".")
-    if parts[0] not in _PROJECT_PACKAGES:
-        return None
-    base = ROOT.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _imports(path: Path) -> set[Path]:
-    """Project files that ``path`` imports, by reading its syntax tree (nothing is executed).
-
-    Imports inside functions count too (the run imports the trainer lazily, for instance). Each
-    imported module's package ``__init__`` files count as well, since importing runs them."""
-    try:
-        tree = ast.parse(path.read_text(), filename=str(path))
-    except SyntaxError as e:
-        raise ReproError(f"cannot fingerprint {path}: {e}") from e
-    rel = path.relative_to(ROOT).with_suffix("").parts
-    package = rel[:-1] if path.name != "__init__.py" else rel[:-1]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = package[: len(package) - node.level + 1] if node.level > 1 else package
-                base = ".".join([*anchor, node.module] if node.module else anchor)
-            else:
-                base = node.module or ""
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import submodule`
-    found = set()
-    for name in names:
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):
-            f = _module_file(".".join(parts[:i]))
-            if f is not None:
-                found.add(f)
-    return found
 
 
 def import_closure(entries: list[Path]) -> list[Path]:
-    """``entries`` and every project file they import, transitively, sorted."""
-    seen: set[Path] = set()
-    todo = [Path(e).resolve() for e in entries]
+    """``entries`` and every project file they import, transitively, sorted (package
+    ``__init__`` files included, imports inside functions too): ``repro.identity``'s own reading of
+    imports, for checks such as "the report is not part of any run"."""
+    from repro import identity
+
+    read = identity.disk_reader(ROOT)
+    seen: set[str] = set()
+    todo = [Path(e).resolve().relative_to(ROOT.resolve()).as_posix() for e in entries]
     while todo:
-        f = todo.pop()
-        if f in seen:
+        rel = todo.pop()
+        if rel in seen:
             continue
-        seen.add(f)
-        todo.extend(_imports(f) - seen)
-    return sorted(seen)
-
-
-def _digest(files: list[Path]) -> tuple[str, dict[str, str]]:
-    per_file = {str(f.relative_to(ROOT)): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files}
-    return stable_hash(per_file, 16), per_file
+        seen.add(rel)
+        tree = ast.parse(read(rel) or b"", filename=rel)
+        imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        todo.extend(identity._imported_files(rel, imports, read) - seen)
+    return sorted(ROOT / rel for rel in seen)
 
 
 @lru_cache(maxsize=None)
