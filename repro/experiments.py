@@ -428,9 +428,10 @@ def print_plan(names: list[str], results_dir: Path, extra: list[str] = ()) -> No
 
     total = 0.0
     for name in names:
-        tag = experiment_tag(load_experiment(name), list(extra))
+        spec = load_experiment(name)
+        tag = experiment_tag(spec, list(extra))
         fresh = experiment_freshness(name, results_dir, tag)
-        budget = load_experiment(name).get("budget_minutes")
+        budget = spec.get("budget_minutes")
         print(f"{tag}: {fresh.summary()}" + (f" (budget {budget} min)" if budget else ""))
         for label, state in fresh.rows().items():
             if state.state != CURRENT:
